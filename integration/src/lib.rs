@@ -1,0 +1,1 @@
+//! A W&B-compatible emulator for tests and demos.

@@ -1,0 +1,8 @@
+//! wandbfs: Weights & Biases data as an [`object_store`]-style store, a Postgres mirror and a
+//! filesystem.
+//!
+//! The crate is organised in layers, each with one job:
+//! - `client`: the W&B API client (GraphQL over HTTP, auth and settings resolved like the SDK).
+//! - `store`: `WandbStore`, the `object_store::ObjectStore` over runs, files and artifacts.
+//! - `mirror`: the Postgres mirror and its sync engine.
+#![forbid(unsafe_code)]

@@ -1,0 +1,29 @@
+//! The `wandbfs` command.
+
+use clap::{Parser, Subcommand};
+
+/// Weights & Biases data as a filesystem.
+#[derive(Debug, Parser)]
+#[command(name = "wandbfs", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mount W&B data at a directory (not implemented yet).
+    Mount {
+        /// Where to mount.
+        mountpoint: std::path::PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Mount { mountpoint } => {
+            anyhow::bail!("mount is not implemented yet (asked for {})", mountpoint.display())
+        }
+    }
+}
