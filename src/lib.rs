@@ -6,3 +6,5 @@
 //! - `store`: `WandbStore`, the `object_store::ObjectStore` over runs, files and artifacts.
 //! - `mirror`: the Postgres mirror and its sync engine.
 #![forbid(unsafe_code)]
+
+pub mod values;
