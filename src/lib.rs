@@ -7,4 +7,5 @@
 //! - `mirror`: the Postgres mirror and its sync engine.
 #![forbid(unsafe_code)]
 
+pub mod mirror;
 pub mod values;

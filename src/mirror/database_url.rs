@@ -1,0 +1,244 @@
+//! Database URLs: parsing, the normalisation of Python-style URLs, and password redaction.
+//!
+//! Users copy URLs from Python projects, where SQLAlchemy spells the driver into the scheme
+//! (`postgresql+psycopg://`, `postgresql+psycopg2://`, `postgres+asyncpg://`) and asyncpg takes
+//! `ssl=` instead of libpq's `sslmode=`. [`DatabaseUrl::parse`] accepts those, rewrites them to
+//! the libpq form that `tokio_postgres` understands and says what it changed, so the user can fix
+//! their copy if they want to.
+//!
+//! The password is kept only inside [`DatabaseUrl`] and the `tokio_postgres::Config` built from
+//! it (whose `Debug` redacts it too); `Display` and `Debug` of `DatabaseUrl` print `***` in its
+//! place.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::error::{MirrorError, Result};
+
+/// A Postgres connection string in libpq form (`postgresql://…` URL or `key=value` pairs).
+///
+/// `Display`/`Debug` never show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    /// The normalised connection string, password included.
+    text: String,
+}
+
+/// The result of [`DatabaseUrl::parse`]: the URL and what was changed to get it.
+#[derive(Clone, Debug)]
+pub struct ParsedDatabaseUrl {
+    /// The normalised URL.
+    pub url: DatabaseUrl,
+    /// One human-readable note per normalisation applied (empty when the input was already in
+    /// libpq form).
+    pub normalised: Vec<String>,
+}
+
+impl DatabaseUrl {
+    /// Parses `input`, normalising Python-style spellings, and checks that `tokio_postgres`
+    /// accepts the result.
+    pub fn parse(input: &str) -> Result<ParsedDatabaseUrl> {
+        let input = input.trim();
+        let mut normalised = Vec::new();
+        let text = if let Some((scheme, rest)) = input.split_once("://") {
+            let (base, driver) = match scheme.split_once('+') {
+                Some((base, driver)) => (base, Some(driver)),
+                None => (scheme, None),
+            };
+            let base_lower = base.to_ascii_lowercase();
+            if base_lower != "postgres" && base_lower != "postgresql" {
+                return Err(MirrorError::InvalidUrl {
+                    reason: format!(
+                        "scheme `{scheme}://` is not a PostgreSQL URL (expected postgresql:// or \
+                         postgres://)"
+                    ),
+                });
+            }
+            if let Some(driver) = driver {
+                normalised.push(format!(
+                    "dropped the Python driver suffix `+{driver}` from the scheme \
+                     (`{scheme}://` → `postgresql://`)"
+                ));
+            }
+            let rest = normalise_query(rest, &mut normalised);
+            format!("postgresql://{rest}")
+        } else if input.contains('=') {
+            // libpq key/value form: `host=/run/pg dbname=x user=y`.
+            input.to_string()
+        } else {
+            return Err(MirrorError::InvalidUrl {
+                reason: "expected a URL such as postgresql://user:password@host:5432/dbname"
+                    .to_string(),
+            });
+        };
+        let url = DatabaseUrl { text };
+        // Validate now so that a typo is reported before any connection attempt; the driver's
+        // message names the bad option, never the password.
+        url.config()?;
+        Ok(ParsedDatabaseUrl { url, normalised })
+    }
+
+    /// The `tokio_postgres` configuration for this URL.
+    pub fn config(&self) -> Result<tokio_postgres::Config> {
+        tokio_postgres::Config::from_str(&self.text).map_err(|e| MirrorError::InvalidUrl {
+            reason: format!("{e} (in {self})"),
+        })
+    }
+
+    /// The URL with its password, for handing to another program through the environment
+    /// (never through argv, never into logs).
+    pub fn expose_secret(&self) -> &str {
+        &self.text
+    }
+
+    /// The URL with the password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact(&self.text)
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DatabaseUrl").field(&self.redacted()).finish()
+    }
+}
+
+/// Rewrites asyncpg's `ssl=` query parameter into libpq's `sslmode=`.
+fn normalise_query(rest: &str, notes: &mut Vec<String>) -> String {
+    let Some((before, query)) = rest.split_once('?') else {
+        return rest.to_string();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some(("ssl", value)) => {
+                let mode = match value.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "on" | "require" => "require",
+                    "false" | "0" | "off" | "disable" => "disable",
+                    "prefer" => "prefer",
+                    "allow" => "allow",
+                    // verify-ca / verify-full are libpq values too.
+                    other => return format!("sslmode={other}"),
+                };
+                notes.push(format!(
+                    "rewrote asyncpg's `ssl={value}` to libpq's `sslmode={mode}`"
+                ));
+                format!("sslmode={mode}")
+            }
+            _ => param.to_string(),
+        })
+        .collect();
+    format!("{before}?{}", params.join("&"))
+}
+
+/// Replaces the password in a URL's user-info, and any `password=` parameter, by `***`.
+fn redact(text: &str) -> String {
+    let mut out = match text.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(authority_end);
+            let authority = match authority.rsplit_once('@') {
+                Some((userinfo, hosts)) => match userinfo.split_once(':') {
+                    Some((user, _password)) => format!("{user}:***@{hosts}"),
+                    None => authority.to_string(),
+                },
+                None => authority.to_string(),
+            };
+            format!("{scheme}://{authority}{tail}")
+        }
+        None => text.to_string(),
+    };
+    // `password=` as a URL query parameter or a key/value pair.
+    let mut search_from = 0;
+    while let Some(pos) = out[search_from..].find("password=") {
+        let start = search_from + pos + "password=".len();
+        let quoted = out[start..].starts_with('\'');
+        let end = if quoted {
+            out[start + 1..]
+                .find('\'')
+                .map_or(out.len(), |p| start + 1 + p + 1)
+        } else {
+            out[start..]
+                .find(['&', ' '])
+                .map_or(out.len(), |p| start + p)
+        };
+        out.replace_range(start..end, "***");
+        search_from = start + 3;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_urls_are_kept() {
+        for u in [
+            "postgresql://u:p@localhost:5432/db",
+            "postgres://u@h/db",
+            "host=/tmp dbname=x user=y",
+        ] {
+            let parsed = DatabaseUrl::parse(u).unwrap();
+            assert!(parsed.normalised.is_empty(), "{u}: {:?}", parsed.normalised);
+        }
+    }
+
+    #[test]
+    fn python_driver_suffixes_are_dropped_and_reported() {
+        for (input, driver) in [
+            ("postgresql+psycopg://u:secret@h:5433/db", "psycopg"),
+            ("postgresql+psycopg2://u:secret@h/db", "psycopg2"),
+            ("postgres+asyncpg://u:secret@h/db", "asyncpg"),
+        ] {
+            let parsed = DatabaseUrl::parse(input).unwrap();
+            assert!(parsed.url.expose_secret().starts_with("postgresql://u:secret@h"));
+            assert_eq!(parsed.normalised.len(), 1);
+            assert!(parsed.normalised[0].contains(&format!("+{driver}")));
+            assert!(!parsed.normalised[0].contains("secret"));
+        }
+        let cfg = DatabaseUrl::parse("postgresql+psycopg://u:pw@db.example:6000/mydb")
+            .unwrap()
+            .url
+            .config()
+            .unwrap();
+        assert_eq!(cfg.get_ports(), &[6000]);
+        assert_eq!(cfg.get_dbname(), Some("mydb"));
+        assert_eq!(cfg.get_password(), Some(&b"pw"[..]));
+    }
+
+    #[test]
+    fn asyncpg_ssl_parameter_becomes_sslmode() {
+        let parsed = DatabaseUrl::parse("postgres+asyncpg://u@h/db?ssl=disable").unwrap();
+        assert_eq!(parsed.url.expose_secret(), "postgresql://u@h/db?sslmode=disable");
+        assert_eq!(parsed.normalised.len(), 2);
+    }
+
+    #[test]
+    fn passwords_never_appear_in_display_debug_or_errors() {
+        let parsed = DatabaseUrl::parse("postgresql://alice:s3cr3t@h/db?password=other").unwrap();
+        let shown = format!("{} {:?}", parsed.url, parsed);
+        assert!(!shown.contains("s3cr3t") && !shown.contains("other"), "{shown}");
+        assert!(shown.contains("alice:***@h"), "{shown}");
+        let kv = DatabaseUrl::parse("host=h password='a b' user=u").unwrap();
+        assert!(!kv.url.to_string().contains("a b"), "{}", kv.url);
+        let err = DatabaseUrl::parse("postgresql://alice:s3cr3t@h/db?bogus_option=1")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(err.contains("bogus_option"), "{err}");
+    }
+
+    #[test]
+    fn non_postgres_urls_are_rejected() {
+        let err = DatabaseUrl::parse("mysql://u:pw@h/db").unwrap_err().to_string();
+        assert!(err.contains("mysql://") && !err.contains("pw"), "{err}");
+        assert!(DatabaseUrl::parse("just-a-name").is_err());
+    }
+}

@@ -1,0 +1,465 @@
+//! Ingest of history rows and system events: binary COPY plus pre-rendered chunks, one
+//! transaction per batch.
+//!
+//! A batch is applied in one transaction that (1) locks the run's sync-state row, (2) drops rows
+//! whose key (step, or event number) is not above the stored last key — so re-sending a batch
+//! after a crash, or overlapping pages, never duplicates anything, (3) COPYs the rows into
+//! `wandb.history` / `wandb.system_events` in binary format, (4) appends their JSON Lines text
+//! to the stream's chunks, rewriting at most one not-yet-full trailing chunk (bounded
+//! compaction: every chunk but the last is at least [`CHUNK_TARGET_BYTES`]), and (5) advances
+//! the sync state (last key, row count, byte length). Either all of it commits or none of it
+//! does; a reader never sees a half-applied batch.
+
+use futures::pin_mut;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+
+use super::error::{DbContext, MirrorError, Result};
+use super::model::RunPk;
+use super::sqljson::{JsonbText, to_sql_form};
+use super::{Mirror, Stream};
+use crate::values;
+
+/// Target size of a chunk of pre-rendered JSON Lines text. A chunk is closed once it reaches
+/// this size (a single line longer than this gets a chunk of its own).
+pub const CHUNK_TARGET_BYTES: usize = 128 * 1024;
+
+/// Default bounds of one batch for [`StreamWriter`].
+pub const DEFAULT_BATCH_ROWS: usize = 10_000;
+/// Default byte bound (of row text) of one batch for [`StreamWriter`].
+pub const DEFAULT_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// What one batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// Rows written.
+    pub inserted: u64,
+    /// Rows dropped because their key was not above the last stored key.
+    pub skipped: u64,
+    /// The stream's last key after the batch (`None`: still empty).
+    pub last_key: Option<i64>,
+    /// The stream's total byte length after the batch.
+    pub total_bytes: u64,
+    /// The stream's total row count after the batch.
+    pub total_rows: u64,
+}
+
+/// The sync-state columns of one stream.
+struct StateColumns {
+    last_key: &'static str,
+    rows: &'static str,
+    bytes: &'static str,
+    synced_at: Option<&'static str>,
+}
+
+impl Stream {
+    fn state_columns(self) -> StateColumns {
+        match self {
+            Stream::History => StateColumns {
+                last_key: "history_last_step",
+                rows: "history_rows",
+                bytes: "history_bytes",
+                synced_at: Some("history_synced_at"),
+            },
+            Stream::System => StateColumns {
+                last_key: "system_last_seq",
+                rows: "system_rows",
+                bytes: "system_bytes",
+                synced_at: None,
+            },
+        }
+    }
+
+    fn row_table_copy(self) -> &'static str {
+        match self {
+            Stream::History => "COPY wandb.history (run_pk, step, row) FROM STDIN (FORMAT binary)",
+            Stream::System => {
+                "COPY wandb.system_events (run_pk, seq, row) FROM STDIN (FORMAT binary)"
+            }
+        }
+    }
+
+    fn key_name(self) -> &'static str {
+        match self {
+            Stream::History => "step",
+            Stream::System => "event",
+        }
+    }
+}
+
+/// A chunk being assembled.
+struct ChunkBuilder {
+    byte_start: i64,
+    first_key: i64,
+    last_key: i64,
+    n_rows: i32,
+    body: Vec<u8>,
+}
+
+/// A finished chunk ready to be written.
+struct Chunk {
+    byte_start: i64,
+    first_key: i64,
+    last_key: i64,
+    n_rows: i32,
+    body: Vec<u8>,
+}
+
+impl Mirror {
+    /// Ingests one batch of rows `(key, W&B JSON text)` into `stream` of `run`, in one
+    /// transaction with the run's sync state (see the module docs).
+    ///
+    /// Keys must ascend; a row whose key is not above the previous accepted one (or the stored
+    /// last key) is skipped. Row text is kept byte for byte in the stream's JSON Lines file; a
+    /// row spanning several lines is re-rendered compactly onto one.
+    pub async fn ingest_batch<S: AsRef<str>>(
+        &self,
+        run: RunPk,
+        stream: Stream,
+        rows: &[(i64, S)],
+    ) -> Result<IngestOutcome> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .db("starting an ingest transaction")?;
+        let cols = stream.state_columns();
+        let state = tx
+            .query_opt(
+                &format!(
+                    "SELECT {}, {}, {} FROM wandb.run_sync_state WHERE run_pk = $1 FOR UPDATE",
+                    cols.last_key, cols.rows, cols.bytes
+                ),
+                &[&run.0],
+            )
+            .await
+            .db("locking the run's sync state")?
+            .ok_or_else(|| MirrorError::NotFound {
+                what: format!("run #{}", run.0),
+            })?;
+        let stored_last: Option<i64> = state.get(0);
+        let stored_rows: i64 = state.get(1);
+        let stored_bytes: i64 = state.get(2);
+
+        // Select and render the new rows. Both renderings are kept for the batch only, so
+        // memory is bounded by the batch, not the run.
+        let mut accepted: Vec<(i64, std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> =
+            Vec::with_capacity(rows.len());
+        let mut last = stored_last;
+        let mut skipped = 0u64;
+        for (key, text) in rows {
+            if last.is_some_and(|l| *key <= l) {
+                skipped += 1;
+                continue;
+            }
+            let what = || format!("{} {key} of run #{}", stream.key_name(), run.0);
+            let line = values::as_single_line(text.as_ref()).map_err(|source| {
+                MirrorError::InvalidJson {
+                    what: what(),
+                    source,
+                }
+            })?;
+            let sql = match &line {
+                std::borrow::Cow::Borrowed(l) => to_sql_form(l, what)?,
+                std::borrow::Cow::Owned(l) => {
+                    std::borrow::Cow::Owned(to_sql_form(l, what)?.into_owned())
+                }
+            };
+            accepted.push((*key, line, sql));
+            last = Some(*key);
+        }
+        if accepted.is_empty() {
+            tx.commit().await.db("committing an empty ingest batch")?;
+            return Ok(IngestOutcome {
+                inserted: 0,
+                skipped,
+                last_key: stored_last,
+                total_bytes: stored_bytes as u64,
+                total_rows: stored_rows as u64,
+            });
+        }
+
+        // Rows → the SQL table.
+        let sink = tx
+            .copy_in(stream.row_table_copy())
+            .await
+            .db("starting the row COPY")?;
+        let writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8, Type::JSONB]);
+        pin_mut!(writer);
+        for (key, _, sql) in &accepted {
+            writer
+                .as_mut()
+                .write(&[&run.0, key, &JsonbText(sql)])
+                .await
+                .db("copying rows")?;
+        }
+        writer.finish().await.db("finishing the row COPY")?;
+
+        // Text → chunks, merging the trailing chunk if it is not full yet.
+        let tail = tx
+            .query_opt(
+                "SELECT byte_start, byte_len, first_key, last_key, n_rows, body
+                 FROM wandb.stream_chunks WHERE run_pk = $1 AND stream = $2
+                 ORDER BY byte_start DESC LIMIT 1",
+                &[&run.0, &stream.code()],
+            )
+            .await
+            .db("reading the trailing chunk")?;
+        let mut builder: Option<ChunkBuilder> = None;
+        let mut next_start = stored_bytes;
+        if let Some(tail) = tail {
+            let byte_start: i64 = tail.get(0);
+            let byte_len: i32 = tail.get(1);
+            if byte_start + i64::from(byte_len) != stored_bytes {
+                return Err(MirrorError::Inconsistent(format!(
+                    "run #{} {stream:?}: chunks end at {} but the sync state says {stored_bytes} \
+                     bytes",
+                    run.0,
+                    byte_start + i64::from(byte_len)
+                )));
+            }
+            if (byte_len as usize) < CHUNK_TARGET_BYTES {
+                let mut body: Vec<u8> = tail.get(5);
+                body.reserve(CHUNK_TARGET_BYTES.saturating_sub(body.len()));
+                builder = Some(ChunkBuilder {
+                    byte_start,
+                    first_key: tail.get(2),
+                    last_key: tail.get(3),
+                    n_rows: tail.get(4),
+                    body,
+                });
+                tx.execute(
+                    "DELETE FROM wandb.stream_chunks
+                     WHERE run_pk = $1 AND stream = $2 AND byte_start = $3",
+                    &[&run.0, &stream.code(), &byte_start],
+                )
+                .await
+                .db("replacing the trailing chunk")?;
+            }
+        }
+        let mut chunks: Vec<Chunk> = Vec::new();
+        let mut appended = 0i64;
+        for (key, line, _) in &accepted {
+            let b = builder.get_or_insert_with(|| ChunkBuilder {
+                byte_start: next_start,
+                first_key: *key,
+                last_key: *key,
+                n_rows: 0,
+                body: Vec::with_capacity(CHUNK_TARGET_BYTES + 1024),
+            });
+            b.body.extend_from_slice(line.as_bytes());
+            b.body.push(b'\n');
+            b.last_key = *key;
+            b.n_rows += 1;
+            appended += line.len() as i64 + 1;
+            if b.body.len() >= CHUNK_TARGET_BYTES
+                && let Some(done) = builder.take()
+            {
+                next_start = done.byte_start + done.body.len() as i64;
+                chunks.push(done.finish());
+            }
+        }
+        if let Some(done) = builder.take() {
+            chunks.push(done.finish());
+        }
+        write_chunks(&tx, run, stream, &chunks).await?;
+
+        let inserted = accepted.len() as i64;
+        let total_rows = stored_rows + inserted;
+        let total_bytes = stored_bytes + appended;
+        let synced_at = cols
+            .synced_at
+            .map(|c| format!(", {c} = now()"))
+            .unwrap_or_default();
+        tx.execute(
+            &format!(
+                "UPDATE wandb.run_sync_state SET {} = $2, {} = $3, {} = $4{synced_at}
+                 WHERE run_pk = $1",
+                cols.last_key, cols.rows, cols.bytes
+            ),
+            &[&run.0, &last, &total_rows, &total_bytes],
+        )
+        .await
+        .db("advancing the sync state")?;
+        tx.commit().await.db("committing an ingest batch")?;
+        Ok(IngestOutcome {
+            inserted: inserted as u64,
+            skipped,
+            last_key: last,
+            total_bytes: total_bytes as u64,
+            total_rows: total_rows as u64,
+        })
+    }
+
+    /// Deletes every row and chunk of `stream` of `run` and resets its sync state, in one
+    /// transaction (for a full re-sync of a run whose history was rewritten upstream).
+    pub async fn reset_stream(&self, run: RunPk, stream: Stream) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .db("starting a stream reset")?;
+        let cols = stream.state_columns();
+        let table = match stream {
+            Stream::History => "wandb.history",
+            Stream::System => "wandb.system_events",
+        };
+        tx.execute(
+            &format!(
+                "UPDATE wandb.run_sync_state SET {} = NULL, {} = 0, {} = 0 WHERE run_pk = $1",
+                cols.last_key, cols.rows, cols.bytes
+            ),
+            &[&run.0],
+        )
+        .await
+        .db("resetting the sync state")?;
+        tx.execute(&format!("DELETE FROM {table} WHERE run_pk = $1"), &[&run.0])
+            .await
+            .db("deleting rows")?;
+        tx.execute(
+            "DELETE FROM wandb.stream_chunks WHERE run_pk = $1 AND stream = $2",
+            &[&run.0, &stream.code()],
+        )
+        .await
+        .db("deleting chunks")?;
+        tx.commit().await.db("committing a stream reset")?;
+        Ok(())
+    }
+
+    /// A buffered writer that groups rows into batches for [`Mirror::ingest_batch`].
+    pub fn stream_writer(&self, run: RunPk, stream: Stream) -> StreamWriter<'_> {
+        StreamWriter {
+            mirror: self,
+            run,
+            stream,
+            rows: Vec::new(),
+            bytes: 0,
+            max_rows: DEFAULT_BATCH_ROWS,
+            max_bytes: DEFAULT_BATCH_BYTES,
+            total: IngestOutcome::default(),
+        }
+    }
+}
+
+impl ChunkBuilder {
+    fn finish(self) -> Chunk {
+        Chunk {
+            byte_start: self.byte_start,
+            first_key: self.first_key,
+            last_key: self.last_key,
+            n_rows: self.n_rows,
+            body: self.body,
+        }
+    }
+}
+
+async fn write_chunks(
+    tx: &tokio_postgres::Transaction<'_>,
+    run: RunPk,
+    stream: Stream,
+    chunks: &[Chunk],
+) -> Result<()> {
+    let sink = tx
+        .copy_in(
+            "COPY wandb.stream_chunks (run_pk, stream, byte_start, byte_len, first_key, \
+             last_key, n_rows, body) FROM STDIN (FORMAT binary)",
+        )
+        .await
+        .db("starting the chunk COPY")?;
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::INT8,
+            Type::INT2,
+            Type::INT8,
+            Type::INT4,
+            Type::INT8,
+            Type::INT8,
+            Type::INT4,
+            Type::BYTEA,
+        ],
+    );
+    pin_mut!(writer);
+    for chunk in chunks {
+        let len = i32::try_from(chunk.body.len()).map_err(|_| {
+            MirrorError::Inconsistent(format!(
+                "a single {stream:?} row of run #{} is larger than 2 GiB",
+                run.0
+            ))
+        })?;
+        writer
+            .as_mut()
+            .write(&[
+                &run.0,
+                &stream.code(),
+                &chunk.byte_start,
+                &len,
+                &chunk.first_key,
+                &chunk.last_key,
+                &chunk.n_rows,
+                &chunk.body.as_slice(),
+            ])
+            .await
+            .db("copying chunks")?;
+    }
+    writer.finish().await.db("finishing the chunk COPY")?;
+    Ok(())
+}
+
+/// Groups rows into bounded batches; each full batch is committed with the run's sync state
+/// before more rows are buffered, so memory stays flat however long the run is.
+pub struct StreamWriter<'m> {
+    mirror: &'m Mirror,
+    run: RunPk,
+    stream: Stream,
+    rows: Vec<(i64, String)>,
+    bytes: usize,
+    max_rows: usize,
+    max_bytes: usize,
+    total: IngestOutcome,
+}
+
+impl StreamWriter<'_> {
+    /// Sets the batch bounds (rows and bytes of row text; at least one row per batch).
+    pub fn with_batch_limits(mut self, max_rows: usize, max_bytes: usize) -> Self {
+        self.max_rows = max_rows.max(1);
+        self.max_bytes = max_bytes.max(1);
+        self
+    }
+
+    /// Buffers one row, committing a batch when the bounds are reached.
+    pub async fn push(&mut self, key: i64, text: impl Into<String>) -> Result<()> {
+        let text = text.into();
+        self.bytes += text.len();
+        self.rows.push((key, text));
+        if self.rows.len() >= self.max_rows || self.bytes >= self.max_bytes {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Commits the buffered rows now.
+    pub async fn flush(&mut self) -> Result<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let outcome = self
+            .mirror
+            .ingest_batch(self.run, self.stream, &self.rows)
+            .await?;
+        self.rows.clear();
+        self.bytes = 0;
+        self.total.inserted += outcome.inserted;
+        self.total.skipped += outcome.skipped;
+        self.total.last_key = outcome.last_key;
+        self.total.total_bytes = outcome.total_bytes;
+        self.total.total_rows = outcome.total_rows;
+        Ok(())
+    }
+
+    /// Commits what is left and returns the totals of all batches.
+    pub async fn finish(mut self) -> Result<IngestOutcome> {
+        self.flush().await?;
+        Ok(self.total)
+    }
+}

@@ -1,0 +1,247 @@
+//! The Postgres mirror: where synced W&B data lives, queryable with SQL and served to the
+//! filesystem without API calls.
+//!
+//! - [`DatabaseUrl`]: `--database-url` / `WANDBFS_DATABASE_URL`, with Python-style URLs
+//!   normalised and passwords redacted.
+//! - [`embedded`]: the zero-config private cluster used when no URL is given (and by the tests,
+//!   through [`embedded::TempCluster`] and [`testing`]).
+//! - [`schema`]: versioned migrations (`migrations/NNNN_name.sql`), applied on connect.
+//! - [`Mirror`]: a connection pool with the write API for the sync engine (upserts, history
+//!   ingest by binary COPY with crash-safe batches) and the read API for the store and the mount
+//!   (exact sizes and byte-range reads of the synthetic files from pre-rendered chunks).
+//!
+//! `docs/MIRROR.md` describes the schema, the value encoding and the chunk design.
+
+pub mod database_url;
+pub mod embedded;
+mod error;
+mod ingest;
+pub mod model;
+mod read;
+pub mod schema;
+mod sqljson;
+pub mod testing;
+mod write;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+pub use database_url::{DatabaseUrl, ParsedDatabaseUrl};
+pub use embedded::{ClusterOptions, EmbeddedCluster};
+pub use error::{MirrorError, Result};
+pub use ingest::{
+    CHUNK_TARGET_BYTES, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, IngestOutcome, StreamWriter,
+};
+pub use model::*;
+pub use read::{Document, RunSyncState, RunSummary};
+pub use write::{ProjectSyncState, RunOutcome};
+
+use error::DbContext;
+
+/// A run's pre-rendered JSON Lines stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// `history.jsonl`: one row per step, keyed by `_step`.
+    History,
+    /// `system.jsonl`: system-metric events, keyed by their position (0, 1, …).
+    System,
+}
+
+impl Stream {
+    /// The `stream` column value in `wandb.stream_chunks`.
+    pub fn code(self) -> i16 {
+        match self {
+            Stream::History => 1,
+            Stream::System => 2,
+        }
+    }
+}
+
+/// Where the mirror lives.
+#[derive(Clone, Debug)]
+pub enum DatabaseTarget {
+    /// An existing server.
+    Url(DatabaseUrl),
+    /// The embedded cluster (started on demand).
+    Embedded(ClusterOptions),
+}
+
+impl DatabaseTarget {
+    /// The target for a `--database-url` value (if any) and the embedded-cluster options, with
+    /// the notes on what was normalised in the URL.
+    pub fn resolve(url: Option<&str>, cluster: ClusterOptions) -> Result<(Self, Vec<String>)> {
+        match url.map(str::trim).filter(|u| !u.is_empty()) {
+            Some(url) => {
+                let parsed = DatabaseUrl::parse(url)?;
+                Ok((DatabaseTarget::Url(parsed.url), parsed.normalised))
+            }
+            None => Ok((DatabaseTarget::Embedded(cluster), Vec::new())),
+        }
+    }
+}
+
+/// What to do about the schema when connecting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchemaPolicy {
+    /// Apply missing migrations (writers, and single-user setups).
+    #[default]
+    Migrate,
+    /// Only check that the schema is exactly this binary's version (read-only users).
+    RequireCurrent,
+}
+
+/// Connection settings.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Pool size.
+    pub max_connections: usize,
+    /// Migrate or only check.
+    pub schema: SchemaPolicy,
+    /// How long to wait for a free connection.
+    pub wait_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            max_connections: 8,
+            schema: SchemaPolicy::Migrate,
+            wait_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A pooled connection to the mirror database, with the mirror's read and write API.
+#[derive(Clone)]
+pub struct Mirror {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("Mirror")
+            .field("pool_size", &status.size)
+            .field("max_size", &status.max_size)
+            .finish()
+    }
+}
+
+impl Mirror {
+    /// Connects to `target`, starting the embedded cluster (and creating its database) when
+    /// needed, then migrates or checks the schema.
+    pub async fn connect(target: &DatabaseTarget, options: &ConnectOptions) -> Result<Self> {
+        match target {
+            DatabaseTarget::Url(url) => Self::connect_config(url.config()?, options).await,
+            DatabaseTarget::Embedded(cluster_options) => {
+                let cluster_options = cluster_options.clone();
+                let cluster = tokio::task::spawn_blocking(move || {
+                    let cluster = EmbeddedCluster::open(&cluster_options)?;
+                    cluster.ensure_running()?;
+                    Ok::<_, MirrorError>(cluster)
+                })
+                .await
+                .map_err(|e| MirrorError::Pool(format!("cluster start task failed: {e}")))??;
+                Self::connect_embedded(&cluster, embedded::DATABASE, options).await
+            }
+        }
+    }
+
+    /// Connects to database `dbname` of a running embedded cluster, creating the database if it
+    /// does not exist yet (and pointing its `search_path` at the mirror schema for `psql`).
+    pub async fn connect_embedded(
+        cluster: &EmbeddedCluster,
+        dbname: &str,
+        options: &ConnectOptions,
+    ) -> Result<Self> {
+        ensure_database(cluster, dbname).await?;
+        Self::connect_config(cluster.connection_config(dbname), options).await
+    }
+
+    /// Connects with an explicit `tokio_postgres` configuration.
+    pub async fn connect_config(
+        config: tokio_postgres::Config,
+        options: &ConnectOptions,
+    ) -> Result<Self> {
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .wait_timeout(Some(options.wait_timeout))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| MirrorError::Pool(e.to_string()))?;
+        let mirror = Mirror { pool };
+        let mut client = mirror.client().await?;
+        match options.schema {
+            SchemaPolicy::Migrate => {
+                schema::migrate(&mut client).await?;
+            }
+            SchemaPolicy::RequireCurrent => {
+                schema::check(&client).await?;
+            }
+        }
+        Ok(mirror)
+    }
+
+    /// The connection pool, for SQL the API does not cover.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Takes a connection from the pool.
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// Creates `dbname` in the embedded cluster unless it exists (tolerating a concurrent creator).
+async fn ensure_database(cluster: &EmbeddedCluster, dbname: &str) -> Result<()> {
+    let (client, connection) = cluster
+        .connection_config("postgres")
+        .connect(NoTls)
+        .await
+        .db("connecting to the embedded cluster")?;
+    let conn_task = tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
+        .await
+        .db("looking up the mirror database")?
+        .is_some();
+    if !exists {
+        let ident = dbname.replace('"', "\"\"");
+        match client
+            .batch_execute(&format!("CREATE DATABASE \"{ident}\""))
+            .await
+        {
+            Ok(()) => {
+                client
+                    .batch_execute(&format!(
+                        "ALTER DATABASE \"{ident}\" SET search_path = wandb, public"
+                    ))
+                    .await
+                    .db("setting the search_path of the mirror database")?;
+            }
+            // Another process created it between our check and our CREATE.
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE)
+                    || e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {}
+            Err(e) => {
+                return Err(MirrorError::Db {
+                    context: "creating the mirror database",
+                    source: e,
+                });
+            }
+        }
+    }
+    drop(client);
+    let _ = conn_task.await;
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! Reads for the store and the mount: exact sizes and byte ranges of the synthetic files,
+//! small documents, listings.
+//!
+//! Every read is a single statement, hence one snapshot: a reader never sees half of an ingest
+//! batch. Stream bytes are append-only (a batch only adds bytes after the old end), so a size
+//! read earlier stays a valid bound for later range reads.
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+
+use super::error::{DbContext, MirrorError, Result};
+use super::model::*;
+use super::{Mirror, Stream};
+
+/// A small synthetic document of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Document {
+    /// `config.json`: W&B's `config` text, verbatim.
+    Config,
+    /// `summary.json`: W&B's `summaryMetrics` text, verbatim.
+    Summary,
+    /// W&B's `systemMetrics` text, verbatim.
+    SystemMetrics,
+    /// `metadata.json`: the run record, rendered by [`render_metadata_json`].
+    Metadata,
+}
+
+/// A run in a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    /// Mirror key.
+    pub run_pk: RunPk,
+    /// Run id.
+    pub run_id: String,
+    /// State.
+    pub state: Option<String>,
+    /// Flagged deleted upstream.
+    pub deleted: bool,
+    /// Creation time.
+    pub created_at: Option<DateTime<Utc>>,
+    /// Last refresh by the mirror.
+    pub last_synced_at: DateTime<Utc>,
+    /// Exact size of `history.jsonl`.
+    pub history_bytes: u64,
+    /// Exact size of `system.jsonl`.
+    pub system_bytes: u64,
+}
+
+/// A run's sync bookkeeping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSyncState {
+    /// Last history step stored (`None`: none yet).
+    pub history_last_step: Option<i64>,
+    /// History rows stored.
+    pub history_rows: u64,
+    /// Exact size of `history.jsonl`.
+    pub history_bytes: u64,
+    /// Last system event number stored.
+    pub system_last_seq: Option<i64>,
+    /// System events stored.
+    pub system_rows: u64,
+    /// Exact size of `system.jsonl`.
+    pub system_bytes: u64,
+    /// Last history ingest.
+    pub history_synced_at: Option<DateTime<Utc>>,
+    /// Last file listing refresh.
+    pub files_synced_at: Option<DateTime<Utc>>,
+    /// Sync attempts.
+    pub attempts: i32,
+    /// Failures since the last success.
+    pub consecutive_errors: i32,
+    /// Last failure message.
+    pub last_error: Option<String>,
+    /// Last failure time.
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// Last success time.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Free-form engine state.
+    pub engine_state: serde_json::Value,
+}
+
+const METADATA_COLUMNS: &str = "p.entity, p.name, r.run_id, r.display_name, r.state, r.username,
+    r.user_full_name, r.group_name, r.job_type, r.sweep, r.tags, r.notes, r.description,
+    r.git_commit, r.created_at, r.heartbeat_at, r.updated_at, r.last_step,
+    r.history_line_count, r.storage_id, r.deleted, r.deleted_at, r.last_synced_at, r.run_pk";
+
+impl Mirror {
+    /// The run key for `entity/project/run_id`, if the run is mirrored.
+    pub async fn resolve_run(
+        &self,
+        entity: &str,
+        project: &str,
+        run_id: &str,
+    ) -> Result<Option<RunPk>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT r.run_pk FROM wandb.runs r JOIN wandb.projects p USING (project_pk)
+                 WHERE p.entity = $1 AND p.name = $2 AND r.run_id = $3",
+                &[&entity, &project, &run_id],
+            )
+            .await
+            .db("resolving a run")?;
+        Ok(row.map(|r| RunPk(r.get(0))))
+    }
+
+    /// The project key for `entity/project`, if mirrored.
+    pub async fn resolve_project(&self, entity: &str, project: &str) -> Result<Option<ProjectPk>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT project_pk FROM wandb.projects WHERE entity = $1 AND name = $2",
+                &[&entity, &project],
+            )
+            .await
+            .db("resolving a project")?;
+        Ok(row.map(|r| ProjectPk(r.get(0))))
+    }
+
+    /// Exact byte length of a run's stream (`history.jsonl` / `system.jsonl`), without
+    /// rendering anything.
+    pub async fn stream_len(&self, run: RunPk, stream: Stream) -> Result<u64> {
+        let column = match stream {
+            Stream::History => "history_bytes",
+            Stream::System => "system_bytes",
+        };
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {column} FROM wandb.run_sync_state WHERE run_pk = $1"),
+                &[&run.0],
+            )
+            .await
+            .db("reading a stream length")?
+            .ok_or_else(|| MirrorError::NotFound {
+                what: format!("run #{}", run.0),
+            })?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// Exact size of `history.jsonl`.
+    pub async fn history_len(&self, run: RunPk) -> Result<u64> {
+        self.stream_len(run, Stream::History).await
+    }
+
+    /// Bytes `[offset, offset + len)` of `history.jsonl` (shorter at the end of the file).
+    pub async fn read_history(&self, run: RunPk, offset: u64, len: usize) -> Result<Bytes> {
+        self.read_stream(run, Stream::History, offset, len).await
+    }
+
+    /// Bytes `[offset, offset + len)` of a run's stream, clipped to its end. Costs one indexed
+    /// statement touching only the chunks that overlap the range.
+    pub async fn read_stream(
+        &self,
+        run: RunPk,
+        stream: Stream,
+        offset: u64,
+        len: usize,
+    ) -> Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let start = i64::try_from(offset).unwrap_or(i64::MAX);
+        let end = start.saturating_add(i64::try_from(len).unwrap_or(i64::MAX));
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT byte_start,
+                        substring(body FROM (greatest($3, byte_start) - byte_start + 1)::int
+                                  FOR (least($4, byte_start + byte_len)
+                                       - greatest($3, byte_start))::int)
+                 FROM wandb.stream_chunks
+                 WHERE run_pk = $1 AND stream = $2
+                   AND byte_start >= coalesce(
+                         (SELECT max(byte_start) FROM wandb.stream_chunks
+                          WHERE run_pk = $1 AND stream = $2 AND byte_start <= $3), 0)
+                   AND byte_start < $4
+                 ORDER BY byte_start",
+            )
+            .await
+            .db("preparing a stream read")?;
+        let rows = client
+            .query(&statement, &[&run.0, &stream.code(), &start, &end])
+            .await
+            .db("reading stream chunks")?;
+        let mut out = BytesMut::with_capacity(len.min(16 << 20));
+        let mut expected = start;
+        for row in &rows {
+            let byte_start: i64 = row.get(0);
+            let piece: &[u8] = row.get(1);
+            if byte_start.max(start) != expected {
+                return Err(MirrorError::Inconsistent(format!(
+                    "run #{} {stream:?}: gap in chunks at byte {expected}",
+                    run.0
+                )));
+            }
+            out.extend_from_slice(piece);
+            expected += piece.len() as i64;
+        }
+        Ok(out.freeze())
+    }
+
+    /// A small synthetic document of `run` (`None` when W&B had no such value).
+    pub async fn read_document(&self, run: RunPk, document: Document) -> Result<Option<Bytes>> {
+        let column = match document {
+            Document::Config => "config_text",
+            Document::Summary => "summary_text",
+            Document::SystemMetrics => "system_metrics_text",
+            Document::Metadata => {
+                let meta = self.run_metadata(run).await?;
+                return Ok(Some(Bytes::from(render_metadata_json(&meta))));
+            }
+        };
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {column} FROM wandb.runs WHERE run_pk = $1"),
+                &[&run.0],
+            )
+            .await
+            .db("reading a run document")?
+            .ok_or_else(|| MirrorError::NotFound {
+                what: format!("run #{}", run.0),
+            })?;
+        Ok(row.get::<_, Option<String>>(0).map(Bytes::from))
+    }
+
+    /// The run record behind `metadata.json`.
+    pub async fn run_metadata(&self, run: RunPk) -> Result<RunMetadata> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {METADATA_COLUMNS} FROM wandb.runs r JOIN wandb.projects p
+                     USING (project_pk) WHERE r.run_pk = $1"
+                ),
+                &[&run.0],
+            )
+            .await
+            .db("reading run metadata")?
+            .ok_or_else(|| MirrorError::NotFound {
+                what: format!("run #{}", run.0),
+            })?;
+        Ok(RunMetadata {
+            entity: row.get(0),
+            project: row.get(1),
+            id: row.get(2),
+            display_name: row.get(3),
+            state: row.get(4),
+            user: row.get(5),
+            user_full_name: row.get(6),
+            group: row.get(7),
+            job_type: row.get(8),
+            sweep: row.get(9),
+            tags: row.get(10),
+            notes: row.get(11),
+            description: row.get(12),
+            commit: row.get(13),
+            created_at: row.get(14),
+            heartbeat_at: row.get(15),
+            updated_at: row.get(16),
+            last_step: row.get(17),
+            history_line_count: row.get(18),
+            storage_id: row.get(19),
+            deleted: row.get(20),
+            deleted_at: row.get(21),
+            last_synced_at: row.get(22),
+            run_pk: RunPk(row.get(23)),
+        })
+    }
+
+    /// Mirrored entities, sorted.
+    pub async fn list_entities(&self) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT entity FROM wandb.entities ORDER BY entity", &[])
+            .await
+            .db("listing entities")?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Mirrored projects of `entity`, sorted.
+    pub async fn list_projects(&self, entity: &str) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name FROM wandb.projects WHERE entity = $1 ORDER BY name",
+                &[&entity],
+            )
+            .await
+            .db("listing projects")?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Mirrored runs of a project (deleted ones included, flagged), sorted by run id.
+    pub async fn list_runs(&self, project: ProjectPk) -> Result<Vec<RunSummary>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT r.run_pk, r.run_id, r.state, r.deleted, r.created_at, r.last_synced_at,
+                        s.history_bytes, s.system_bytes
+                 FROM wandb.runs r JOIN wandb.run_sync_state s USING (run_pk)
+                 WHERE r.project_pk = $1 ORDER BY r.run_id",
+                &[&project.0],
+            )
+            .await
+            .db("listing runs")?;
+        Ok(rows
+            .iter()
+            .map(|r| RunSummary {
+                run_pk: RunPk(r.get(0)),
+                run_id: r.get(1),
+                state: r.get(2),
+                deleted: r.get(3),
+                created_at: r.get(4),
+                last_synced_at: r.get(5),
+                history_bytes: r.get::<_, i64>(6) as u64,
+                system_bytes: r.get::<_, i64>(7) as u64,
+            })
+            .collect())
+    }
+
+    /// The mirrored file listing of `run`, sorted by name.
+    pub async fn list_run_files(&self, run: RunPk) -> Result<Vec<RunFileRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name, size_bytes, md5, updated_at, mimetype, url, storage_id
+                 FROM wandb.run_files WHERE run_pk = $1 ORDER BY name",
+                &[&run.0],
+            )
+            .await
+            .db("listing run files")?;
+        Ok(rows
+            .iter()
+            .map(|r| RunFileRecord {
+                name: r.get(0),
+                size_bytes: r.get(1),
+                md5: r.get(2),
+                updated_at: r.get(3),
+                mimetype: r.get(4),
+                url: r.get(5),
+                storage_id: r.get(6),
+            })
+            .collect())
+    }
+
+    /// The sync bookkeeping of `run`.
+    pub async fn run_sync_state(&self, run: RunPk) -> Result<RunSyncState> {
+        let client = self.client().await?;
+        let r = client
+            .query_opt(
+                "SELECT history_last_step, history_rows, history_bytes, system_last_seq,
+                        system_rows, system_bytes, history_synced_at, files_synced_at,
+                        attempts, consecutive_errors, last_error, last_error_at,
+                        last_success_at, engine_state
+                 FROM wandb.run_sync_state WHERE run_pk = $1",
+                &[&run.0],
+            )
+            .await
+            .db("reading run sync state")?
+            .ok_or_else(|| MirrorError::NotFound {
+                what: format!("run #{}", run.0),
+            })?;
+        Ok(RunSyncState {
+            history_last_step: r.get(0),
+            history_rows: r.get::<_, i64>(1) as u64,
+            history_bytes: r.get::<_, i64>(2) as u64,
+            system_last_seq: r.get(3),
+            system_rows: r.get::<_, i64>(4) as u64,
+            system_bytes: r.get::<_, i64>(5) as u64,
+            history_synced_at: r.get(6),
+            files_synced_at: r.get(7),
+            attempts: r.get(8),
+            consecutive_errors: r.get(9),
+            last_error: r.get(10),
+            last_error_at: r.get(11),
+            last_success_at: r.get(12),
+            engine_state: r.get(13),
+        })
+    }
+}
