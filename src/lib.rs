@@ -7,5 +7,6 @@
 //! - `mirror`: the Postgres mirror and its sync engine.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod mirror;
 pub mod values;

@@ -1,0 +1,1 @@
+//! Client tests with in-process fake servers.
