@@ -4,10 +4,12 @@ use std::time::{Duration, SystemTime};
 
 use super::config::RetryConfig;
 
-/// Whether a response status should be retried (`clients.RetryMostFailures`).
+/// Whether a response status should be retried (`clients.RetryMostFailures`). One addition:
+/// 416 (range not satisfiable) is final — the same range cannot become satisfiable by asking
+/// again, and wandb-core never sends ranges on the paths where it would retry it.
 pub fn status_is_retryable(status: u16) -> bool {
     match status {
-        400 | 401 | 402 | 403 | 404 | 409 | 410 | 413 | 422 | 501 => false,
+        400 | 401 | 402 | 403 | 404 | 409 | 410 | 413 | 416 | 422 | 501 => false,
         0 => true,
         s if s >= 600 => true,
         s => (400..=599).contains(&s),
@@ -73,7 +75,7 @@ mod tests {
 
     #[test]
     fn classification_matches_wandb_core() {
-        for s in [400, 401, 402, 403, 404, 409, 410, 413, 422, 501] {
+        for s in [400, 401, 402, 403, 404, 409, 410, 413, 416, 422, 501] {
             assert!(!status_is_retryable(s), "{s}");
         }
         for s in [408, 425, 429, 500, 502, 503, 504, 599, 600, 0] {
