@@ -2,9 +2,7 @@
 //! pre-rendered chunks, byte-exact reads, idempotence and crash safety at the batch level.
 
 use wandbfs::mirror::testing::{TestDatabase, fresh_database};
-use wandbfs::mirror::{
-    CHUNK_TARGET_BYTES, Mirror, ProjectRecord, RunPk, RunRecord, Stream,
-};
+use wandbfs::mirror::{CHUNK_TARGET_BYTES, Mirror, ProjectRecord, RunPk, RunRecord, Stream};
 
 async fn setup() -> (TestDatabase, RunPk) {
     let db = fresh_database().await.expect("test database");
@@ -61,7 +59,11 @@ async fn full_read(mirror: &Mirror, run: RunPk, stream: Stream) -> Vec<u8> {
         .read_stream(run, stream, 0, len as usize + 10)
         .await
         .expect("read");
-    assert_eq!(bytes.len() as u64, len, "a full read returns exactly the stated size");
+    assert_eq!(
+        bytes.len() as u64,
+        len,
+        "a full read returns exactly the stated size"
+    );
     bytes.to_vec()
 }
 
@@ -90,7 +92,10 @@ async fn fidelity_of_nan_infinity_nested_unicode_and_int_vs_float() {
     assert_eq!(outcome.inserted, 5);
 
     // Files: byte for byte what W&B sent, one line per row.
-    assert_eq!(full_read(&db.mirror, run, Stream::History).await, jsonl(&lines));
+    assert_eq!(
+        full_read(&db.mirror, run, Stream::History).await,
+        jsonl(&lines)
+    );
 
     // SQL: non-finite floats are float8 NaN/±Infinity in the metrics view.
     let client = db.raw_client().await.expect("client");
@@ -109,7 +114,10 @@ async fn fidelity_of_nan_infinity_nested_unicode_and_int_vs_float() {
     assert_eq!(map["acc"], f64::INFINITY);
     assert_eq!(map["neg"], f64::NEG_INFINITY);
     assert_eq!(map["i"], 1.0);
-    assert!(!map.contains_key("_step"), "_step is the step column, not a metric");
+    assert!(
+        !map.contains_key("_step"),
+        "_step is the step column, not a metric"
+    );
     // Nested keys are dotted; SQL can read the JSON too.
     let nested: String = client
         .query_one(
@@ -121,7 +129,10 @@ async fn fidelity_of_nan_infinity_nested_unicode_and_int_vs_float() {
         .get(0);
     assert_eq!(nested, "2.5");
     let unicode: String = client
-        .query_one("SELECT row ->> 'ключ/ä' FROM wandb.history WHERE step = 2", &[])
+        .query_one(
+            "SELECT row ->> 'ключ/ä' FROM wandb.history WHERE step = 2",
+            &[],
+        )
         .await
         .expect("unicode")
         .get(0);
@@ -153,7 +164,10 @@ async fn random_range_reads_equal_slices_of_the_full_rendering() {
     let total = writer.finish().await.expect("finish");
     assert_eq!(total.inserted, 6000);
     assert_eq!(total.total_bytes, expected.len() as u64);
-    assert_eq!(db.mirror.history_len(run).await.unwrap(), expected.len() as u64);
+    assert_eq!(
+        db.mirror.history_len(run).await.unwrap(),
+        expected.len() as u64
+    );
 
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut next = || {
@@ -170,7 +184,11 @@ async fn random_range_reads_equal_slices_of_the_full_rendering() {
             2 => (next() % (3 * CHUNK_TARGET_BYTES as u64)) as usize,
             _ => 128 * 1024,
         };
-        let got = db.mirror.read_history(run, offset, len).await.expect("read");
+        let got = db
+            .mirror
+            .read_history(run, offset, len)
+            .await
+            .expect("read");
         let lo = (offset as usize).min(expected.len());
         let hi = (lo + len).min(expected.len());
         assert_eq!(&got[..], &expected[lo..hi], "offset {offset} len {len}");
@@ -193,7 +211,10 @@ async fn random_range_reads_equal_slices_of_the_full_rendering() {
     for (i, (start, len)) in chunks.iter().enumerate() {
         assert_eq!(*start, pos);
         if i + 1 < chunks.len() {
-            assert!(*len as usize >= CHUNK_TARGET_BYTES, "chunk {i} is {len} bytes");
+            assert!(
+                *len as usize >= CHUNK_TARGET_BYTES,
+                "chunk {i} is {len} bytes"
+            );
         }
         pos += i64::from(*len);
     }
@@ -207,17 +228,34 @@ async fn resent_and_overlapping_steps_are_not_duplicated() {
     let batch = |r: std::ops::Range<usize>| -> Vec<(i64, String)> {
         r.map(|i| (i as i64, lines[i].clone())).collect()
     };
-    db.mirror.ingest_batch(run, Stream::History, &batch(0..60)).await.unwrap();
+    db.mirror
+        .ingest_batch(run, Stream::History, &batch(0..60))
+        .await
+        .unwrap();
     // The same batch again (a resume after a crash that happened after the commit).
-    let again = db.mirror.ingest_batch(run, Stream::History, &batch(0..60)).await.unwrap();
+    let again = db
+        .mirror
+        .ingest_batch(run, Stream::History, &batch(0..60))
+        .await
+        .unwrap();
     assert_eq!((again.inserted, again.skipped), (0, 60));
     // An overlapping page.
-    let overlap = db.mirror.ingest_batch(run, Stream::History, &batch(40..100)).await.unwrap();
+    let overlap = db
+        .mirror
+        .ingest_batch(run, Stream::History, &batch(40..100))
+        .await
+        .unwrap();
     assert_eq!((overlap.inserted, overlap.skipped), (40, 20));
-    assert_eq!(full_read(&db.mirror, run, Stream::History).await, jsonl(&lines));
+    assert_eq!(
+        full_read(&db.mirror, run, Stream::History).await,
+        jsonl(&lines)
+    );
     let client = db.raw_client().await.unwrap();
     let n: i64 = client
-        .query_one("SELECT count(*) FROM wandb.history WHERE run_pk = $1", &[&run.0])
+        .query_one(
+            "SELECT count(*) FROM wandb.history WHERE run_pk = $1",
+            &[&run.0],
+        )
         .await
         .unwrap()
         .get(0);
@@ -232,7 +270,10 @@ async fn a_failing_batch_leaves_everything_as_before() {
     let (db, run) = setup().await;
     let lines: Vec<String> = (0..50).map(row).collect();
     let first: Vec<(i64, String)> = (0..30).map(|i| (i as i64, lines[i].clone())).collect();
-    db.mirror.ingest_batch(run, Stream::History, &first).await.unwrap();
+    db.mirror
+        .ingest_batch(run, Stream::History, &first)
+        .await
+        .unwrap();
     let before_state = db.mirror.run_sync_state(run).await.unwrap();
     let before_bytes = full_read(&db.mirror, run, Stream::History).await;
 
@@ -240,16 +281,29 @@ async fn a_failing_batch_leaves_everything_as_before() {
     // transaction — rows, chunks, state — must roll back.
     let mut bad: Vec<(i64, String)> = (30..40).map(|i| (i as i64, lines[i].clone())).collect();
     bad.push((40, "{\"x\": [1, 2".to_string()));
-    let err = db.mirror.ingest_batch(run, Stream::History, &bad).await.unwrap_err();
+    let err = db
+        .mirror
+        .ingest_batch(run, Stream::History, &bad)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("database error"), "{err}");
 
     let after_state = db.mirror.run_sync_state(run).await.unwrap();
-    assert_eq!(after_state.history_last_step, before_state.history_last_step);
+    assert_eq!(
+        after_state.history_last_step,
+        before_state.history_last_step
+    );
     assert_eq!(after_state.history_bytes, before_state.history_bytes);
-    assert_eq!(full_read(&db.mirror, run, Stream::History).await, before_bytes);
+    assert_eq!(
+        full_read(&db.mirror, run, Stream::History).await,
+        before_bytes
+    );
     let client = db.raw_client().await.unwrap();
     let n: i64 = client
-        .query_one("SELECT count(*) FROM wandb.history WHERE run_pk = $1", &[&run.0])
+        .query_one(
+            "SELECT count(*) FROM wandb.history WHERE run_pk = $1",
+            &[&run.0],
+        )
         .await
         .unwrap()
         .get(0);
@@ -265,8 +319,14 @@ async fn a_failing_batch_leaves_everything_as_before() {
 
     // Resuming from the stored state completes the stream exactly.
     let rest: Vec<(i64, String)> = (0..50).map(|i| (i as i64, lines[i].clone())).collect();
-    db.mirror.ingest_batch(run, Stream::History, &rest).await.unwrap();
-    assert_eq!(full_read(&db.mirror, run, Stream::History).await, jsonl(&lines));
+    db.mirror
+        .ingest_batch(run, Stream::History, &rest)
+        .await
+        .unwrap();
+    assert_eq!(
+        full_read(&db.mirror, run, Stream::History).await,
+        jsonl(&lines)
+    );
 }
 
 #[tokio::test]
@@ -281,9 +341,20 @@ async fn system_events_have_their_own_stream_and_view() {
             )
         })
         .collect();
-    let rows: Vec<(i64, String)> = events.iter().cloned().enumerate().map(|(i, e)| (i as i64, e)).collect();
-    db.mirror.ingest_batch(run, Stream::System, &rows).await.unwrap();
-    assert_eq!(full_read(&db.mirror, run, Stream::System).await, jsonl(&events));
+    let rows: Vec<(i64, String)> = events
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, e)| (i as i64, e))
+        .collect();
+    db.mirror
+        .ingest_batch(run, Stream::System, &rows)
+        .await
+        .unwrap();
+    assert_eq!(
+        full_read(&db.mirror, run, Stream::System).await,
+        jsonl(&events)
+    );
     assert_eq!(db.mirror.history_len(run).await.unwrap(), 0);
     let client = db.raw_client().await.unwrap();
     let rows = client

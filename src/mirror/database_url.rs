@@ -105,7 +105,9 @@ impl fmt::Display for DatabaseUrl {
 
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("DatabaseUrl").field(&self.redacted()).finish()
+        f.debug_tuple("DatabaseUrl")
+            .field(&self.redacted())
+            .finish()
     }
 }
 
@@ -198,7 +200,12 @@ mod tests {
             ("postgres+asyncpg://u:secret@h/db", "asyncpg"),
         ] {
             let parsed = DatabaseUrl::parse(input).unwrap();
-            assert!(parsed.url.expose_secret().starts_with("postgresql://u:secret@h"));
+            assert!(
+                parsed
+                    .url
+                    .expose_secret()
+                    .starts_with("postgresql://u:secret@h")
+            );
             assert_eq!(parsed.normalised.len(), 1);
             assert!(parsed.normalised[0].contains(&format!("+{driver}")));
             assert!(!parsed.normalised[0].contains("secret"));
@@ -216,7 +223,10 @@ mod tests {
     #[test]
     fn asyncpg_ssl_parameter_becomes_sslmode() {
         let parsed = DatabaseUrl::parse("postgres+asyncpg://u@h/db?ssl=disable").unwrap();
-        assert_eq!(parsed.url.expose_secret(), "postgresql://u@h/db?sslmode=disable");
+        assert_eq!(
+            parsed.url.expose_secret(),
+            "postgresql://u@h/db?sslmode=disable"
+        );
         assert_eq!(parsed.normalised.len(), 2);
     }
 
@@ -224,7 +234,10 @@ mod tests {
     fn passwords_never_appear_in_display_debug_or_errors() {
         let parsed = DatabaseUrl::parse("postgresql://alice:s3cr3t@h/db?password=other").unwrap();
         let shown = format!("{} {:?}", parsed.url, parsed);
-        assert!(!shown.contains("s3cr3t") && !shown.contains("other"), "{shown}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("other"),
+            "{shown}"
+        );
         assert!(shown.contains("alice:***@h"), "{shown}");
         let kv = DatabaseUrl::parse("host=h password='a b' user=u").unwrap();
         assert!(!kv.url.to_string().contains("a b"), "{}", kv.url);
@@ -237,7 +250,9 @@ mod tests {
 
     #[test]
     fn non_postgres_urls_are_rejected() {
-        let err = DatabaseUrl::parse("mysql://u:pw@h/db").unwrap_err().to_string();
+        let err = DatabaseUrl::parse("mysql://u:pw@h/db")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("mysql://") && !err.contains("pw"), "{err}");
         assert!(DatabaseUrl::parse("just-a-name").is_err());
     }

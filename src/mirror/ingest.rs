@@ -295,10 +295,7 @@ impl Mirror {
     /// transaction (for a full re-sync of a run whose history was rewritten upstream).
     pub async fn reset_stream(&self, run: RunPk, stream: Stream) -> Result<()> {
         let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .db("starting a stream reset")?;
+        let tx = client.transaction().await.db("starting a stream reset")?;
         let cols = stream.state_columns();
         let table = match stream {
             Stream::History => "wandb.history",

@@ -35,7 +35,7 @@ pub use ingest::{
     CHUNK_TARGET_BYTES, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, IngestOutcome, StreamWriter,
 };
 pub use model::*;
-pub use read::{Document, RunSyncState, RunSummary};
+pub use read::{Document, RunSummary, RunSyncState};
 pub use write::{ProjectSyncState, RunOutcome};
 
 use error::DbContext;
@@ -200,6 +200,37 @@ impl Mirror {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
     }
+}
+
+/// What [`probe`] learned about a server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerProbe {
+    /// `SHOW server_version`.
+    pub server_version: String,
+    /// Mirror schema version in the database (0: none).
+    pub schema_version: i32,
+}
+
+/// Connects once to `url` and reports the server and schema versions, changing nothing.
+pub async fn probe(url: &DatabaseUrl) -> Result<ServerProbe> {
+    let (client, connection) = url
+        .config()?
+        .connect(NoTls)
+        .await
+        .db("connecting to the database")?;
+    let task = tokio::spawn(connection);
+    let server_version: String = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .db("reading the server version")?
+        .get(0);
+    let schema_version = schema::current_version(&client).await?;
+    drop(client);
+    let _ = task.await;
+    Ok(ServerProbe {
+        server_version,
+        schema_version,
+    })
 }
 
 /// Creates `dbname` in the embedded cluster unless it exists (tolerating a concurrent creator).

@@ -100,13 +100,34 @@ pub async fn migrate(client: &mut Client) -> Result<MigrationReport> {
         .db("recording a schema migration")?;
         report.applied.push(migration.version);
     }
-    tx.commit()
-        .await
-        .db("committing the schema migrations")?;
+    tx.commit().await.db("committing the schema migrations")?;
     if !report.applied.is_empty() {
-        tracing::info!(from = from_version, to = SCHEMA_VERSION, "mirror schema migrated");
+        tracing::info!(
+            from = from_version,
+            to = SCHEMA_VERSION,
+            "mirror schema migrated"
+        );
     }
     Ok(report)
+}
+
+/// The highest schema version recorded in the database (0 when the mirror schema is absent).
+pub async fn current_version(client: &Client) -> Result<i32> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('wandb.schema_version') IS NOT NULL",
+            &[],
+        )
+        .await
+        .db("looking for the schema_version table")?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(applied_versions(client)
+        .await?
+        .last()
+        .map_or(0, |(v, _)| *v))
 }
 
 /// Checks, without changing anything, that the database has exactly [`SCHEMA_VERSION`].
@@ -143,7 +164,9 @@ pub async fn check(client: &Client) -> Result<i32> {
     Ok(found)
 }
 
-async fn applied_versions(client: &impl tokio_postgres::GenericClient) -> Result<Vec<(i32, String)>> {
+async fn applied_versions(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<Vec<(i32, String)>> {
     let rows = client
         .query(
             "SELECT version, checksum FROM wandb.schema_version ORDER BY version",

@@ -15,7 +15,10 @@ use super::error::{MirrorError, Result};
 use crate::values;
 
 /// Converts W&B-dialect JSON `text` to the SQL form; `what` names the value in errors.
-pub(crate) fn to_sql_form<'a>(text: &'a str, what: impl FnOnce() -> String) -> Result<Cow<'a, str>> {
+pub(crate) fn to_sql_form<'a>(
+    text: &'a str,
+    what: impl FnOnce() -> String,
+) -> Result<Cow<'a, str>> {
     let strict = values::to_sql_json_text(text).map_err(|source| MirrorError::InvalidJson {
         what: what(),
         source,
@@ -95,10 +98,7 @@ mod tests {
             to_sql_form(r#"{"a":"x\\u0000y"}"#, String::new).unwrap(),
             r#"{"a":"x\\u0000y"}"#
         );
-        assert_eq!(
-            replace_nul_escapes(r#"["\\\u0000"]"#),
-            r#"["\\\ufffd"]"#
-        );
+        assert_eq!(replace_nul_escapes(r#"["\\\u0000"]"#), r#"["\\\ufffd"]"#);
     }
 
     #[test]

@@ -93,6 +93,26 @@ pub async fn fresh_database_with(options: &ConnectOptions) -> Result<TestDatabas
     })
 }
 
+/// Creates a new, *empty* database (no mirror schema) in the shared cluster and returns its
+/// connection settings; for migration tests.
+pub async fn empty_database() -> Result<tokio_postgres::Config> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let cluster = tokio::task::spawn_blocking(shared_cluster)
+        .await
+        .map_err(|e| MirrorError::Pool(format!("cluster start task failed: {e}")))??;
+    let name = format!(
+        "empty_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let admin = connect(cluster, "postgres").await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+        .await
+        .db("creating an empty test database")?;
+    Ok(cluster.cluster().connection_config(&name))
+}
+
 async fn create_template(cluster: &TempCluster) -> Result<()> {
     let admin = connect(cluster, "postgres").await?;
     admin

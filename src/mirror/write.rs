@@ -216,7 +216,10 @@ impl Mirror {
         let urls: Vec<Option<&str>> = files.iter().map(|f| f.url.as_deref()).collect();
         let ids: Vec<Option<&str>> = files.iter().map(|f| f.storage_id.as_deref()).collect();
         let mut client = self.client().await?;
-        let tx = client.transaction().await.db("starting a file listing update")?;
+        let tx = client
+            .transaction()
+            .await
+            .db("starting a file listing update")?;
         tx.execute(
             "INSERT INTO wandb.run_files AS f
                  (run_pk, name, size_bytes, md5, updated_at, mimetype, url, storage_id)
@@ -226,7 +229,9 @@ impl Mirror {
                  size_bytes = EXCLUDED.size_bytes, md5 = EXCLUDED.md5,
                  updated_at = EXCLUDED.updated_at, mimetype = EXCLUDED.mimetype,
                  url = EXCLUDED.url, storage_id = EXCLUDED.storage_id, synced_at = now()",
-            &[&run.0, &names, &sizes, &md5s, &updated, &mimetypes, &urls, &ids],
+            &[
+                &run.0, &names, &sizes, &md5s, &updated, &mimetypes, &urls, &ids,
+            ],
         )
         .await
         .db("upserting run files")?;
@@ -330,7 +335,10 @@ impl Mirror {
             format!("metadata of artifact version v{}", record.version_index)
         })?;
         let mut client = self.client().await?;
-        let tx = client.transaction().await.db("starting an artifact upsert")?;
+        let tx = client
+            .transaction()
+            .await
+            .db("starting an artifact upsert")?;
         let row = tx
             .query_one(
                 "INSERT INTO wandb.artifact_versions AS v
@@ -402,12 +410,17 @@ impl Mirror {
         let digests: Vec<Option<&str>> = entries.iter().map(|e| e.digest.as_deref()).collect();
         let sizes: Vec<Option<i64>> = entries.iter().map(|e| e.size_bytes).collect();
         let refs: Vec<Option<&str>> = entries.iter().map(|e| e.ref_uri.as_deref()).collect();
-        let births: Vec<Option<&str>> =
-            entries.iter().map(|e| e.birth_artifact_id.as_deref()).collect();
+        let births: Vec<Option<&str>> = entries
+            .iter()
+            .map(|e| e.birth_artifact_id.as_deref())
+            .collect();
         let extras: Vec<Option<&serde_json::Value>> =
             entries.iter().map(|e| e.extra.as_ref()).collect();
         let mut client = self.client().await?;
-        let tx = client.transaction().await.db("starting a manifest update")?;
+        let tx = client
+            .transaction()
+            .await
+            .db("starting a manifest update")?;
         tx.execute(
             "DELETE FROM wandb.artifact_manifest_entries WHERE version_pk = $1",
             &[&version.0],
@@ -419,7 +432,9 @@ impl Mirror {
                  (version_pk, path, digest, size_bytes, ref, birth_artifact_id, extra)
              SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int8[], $5::text[],
                                       $6::text[], $7::jsonb[])",
-            &[&version.0, &paths, &digests, &sizes, &refs, &births, &extras],
+            &[
+                &version.0, &paths, &digests, &sizes, &refs, &births, &extras,
+            ],
         )
         .await
         .db("inserting manifest entries")?;

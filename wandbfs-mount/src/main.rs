@@ -1,5 +1,7 @@
 //! The `wandbfs` command.
 
+mod db;
+
 use clap::{Parser, Subcommand};
 
 /// Weights & Biases data as a filesystem.
@@ -17,13 +19,19 @@ enum Command {
         /// Where to mount.
         mountpoint: std::path::PathBuf,
     },
+    /// Manage the mirror database (the embedded PostgreSQL cluster).
+    Db(db::DbArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Mount { mountpoint } => {
-            anyhow::bail!("mount is not implemented yet (asked for {})", mountpoint.display())
+            anyhow::bail!(
+                "mount is not implemented yet (asked for {})",
+                mountpoint.display()
+            )
         }
+        Command::Db(args) => std::process::exit(db::run(args)?),
     }
 }

@@ -162,7 +162,10 @@ mod tests {
         let mut search = SearchPaths::system(Some(PathBuf::from("/nonexistent/explicit")));
         search.path.clear();
         let err = locate(&search).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/explicit (as configured)"), "{err}");
+        assert!(
+            err.contains("/nonexistent/explicit (as configured)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -177,9 +180,15 @@ mod tests {
         }
         let mut search = bogus();
         search.debian_root = root.clone();
-        assert_eq!(locate(&search).unwrap().bin_dir, root.join("15").join("bin"));
+        assert_eq!(
+            locate(&search).unwrap().bin_dir,
+            root.join("15").join("bin")
+        );
         search.cluster_major = Some(13);
-        assert_eq!(locate(&search).unwrap().bin_dir, root.join("13").join("bin"));
+        assert_eq!(
+            locate(&search).unwrap().bin_dir,
+            root.join("13").join("bin")
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -323,7 +323,16 @@ impl EmbeddedCluster {
         let out = self
             .account
             .command(self.binaries.program("pg_ctl"))
-            .args(["stop", "-s", "-w", "-t", PG_CTL_TIMEOUT_SECS, "-m", mode, "-D"])
+            .args([
+                "stop",
+                "-s",
+                "-w",
+                "-t",
+                PG_CTL_TIMEOUT_SECS,
+                "-m",
+                mode,
+                "-D",
+            ])
             .arg(&self.data_dir)
             .output()
             .map_err(io_err("running pg_ctl stop in", &self.data_dir))?;
@@ -390,7 +399,9 @@ impl EmbeddedCluster {
         if self.durability == Durability::Throwaway {
             cmd.arg("--no-sync");
         }
-        let out = cmd.output().map_err(io_err("running initdb in", &scratch))?;
+        let out = cmd
+            .output()
+            .map_err(io_err("running initdb in", &scratch))?;
         if !out.status.success() {
             let _ = std::fs::remove_dir_all(&scratch);
             return Err(command_failed("initdb", &out, None));

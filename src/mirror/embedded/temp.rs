@@ -29,7 +29,7 @@ if [ -n "$pid" ]; then
   i=0
   while kill -0 "$pid" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 fi
-rm -rf "$2"
+rm -rf "$2" "$3"
 "#;
 
 /// A running throwaway cluster, stopped and deleted on drop.
@@ -76,7 +76,7 @@ impl TempCluster {
         };
         // The watchdog exists before the server does, so there is no window in which a crash
         // of this process would orphan a server.
-        let watchdog = spawn_watchdog(&cluster.data_dir, &root);
+        let watchdog = spawn_watchdog(&cluster.data_dir, &root, &cluster.socket_dir);
         let mut temp = TempCluster {
             cluster,
             root,
@@ -112,6 +112,9 @@ impl Drop for TempCluster {
             tracing::warn!(error = %e, "stopping a temporary PostgreSQL cluster");
         }
         let _ = std::fs::remove_dir_all(&self.root);
+        if !self.cluster.socket_dir.starts_with(&self.root) {
+            let _ = std::fs::remove_dir_all(&self.cluster.socket_dir);
+        }
         if let Some(mut watchdog) = self.watchdog.take() {
             // Closing its stdin lets it finish (nothing is left to stop or delete).
             drop(watchdog.stdin.take());
@@ -120,13 +123,20 @@ impl Drop for TempCluster {
     }
 }
 
-fn spawn_watchdog(data_dir: &Path, root: &Path) -> Option<Child> {
+fn spawn_watchdog(data_dir: &Path, root: &Path, socket_dir: &Path) -> Option<Child> {
+    // The socket directory is inside `root` unless `root` was too long for a socket path.
+    let socket_dir = if socket_dir.starts_with(root) {
+        root
+    } else {
+        socket_dir
+    };
     let spawned = Command::new("sh")
         .arg("-c")
         .arg(WATCHDOG_SCRIPT)
         .arg("wandbfs-pg-watchdog")
         .arg(data_dir)
         .arg(root)
+        .arg(socket_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
