@@ -108,7 +108,7 @@ impl ClientConfig {
 }
 
 /// Retry policy. What is retried follows wandb-core's `RetryMostFailures`: 429, 408 and every
-/// other 4xx/5xx except 400, 401, 402, 403, 404, 409, 410, 413, 422 and 501, plus connection
+/// other 4xx/5xx except 400, 401, 402, 403, 404, 409, 410, 413, 416, 422 and 501, plus connection
 /// errors, timeouts and broken bodies. How long we keep trying is bounded more tightly than the
 /// SDK (20 retries, up to 60 s each) because a filesystem read must fail in human time.
 #[derive(Clone, Debug)]
