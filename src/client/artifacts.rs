@@ -349,6 +349,28 @@ impl Client {
         )
     }
 
+    /// Every collection of a project, across types (`ProjectArtifactCollections`). Filters and
+    /// order need server feature `ARTIFACT_COLLECTIONS_FILTERING_SORTING`.
+    pub fn project_artifact_collections(
+        &self,
+        entity: &str,
+        project: &str,
+        query: &ArtifactCollectionsQuery,
+    ) -> BoxStream<'static, Result<ArtifactCollection>> {
+        let op = graphql::PROJECT_ARTIFACT_COLLECTIONS;
+        self.artifact_listing(
+            op,
+            json!({"entity": entity, "project": project,
+                   "filters": query.filters, "order": query.order}),
+            &["project", "artifactCollections"],
+            self.config().artifacts_page_size,
+            move |edge| match edge.get("node").filter(|n| !n.is_null()) {
+                Some(node) => decode::<CollectionWire>(op.name, node).map(|c| Some(c.into())),
+                None => Ok(None),
+            },
+        )
+    }
+
     /// One collection of a type (`ProjectArtifactCollection`); `None` when missing.
     pub async fn artifact_collection(
         &self,

@@ -347,7 +347,8 @@ impl Client {
         Ok(data.project.and_then(|p| p.run))
     }
 
-    /// The run's state (`RunState`); `None` when the run does not exist.
+    /// The run's state (`RunState`); `Ok(None)` when the server has no state for it,
+    /// [`Error::NotFound`] when the run does not exist.
     pub async fn run_state(
         &self,
         entity: &str,
