@@ -62,10 +62,8 @@ impl GeneratedHistory {
     /// (quotes escaped), ready for the history fast path.
     pub fn write_row(&self, step: u64, escaped: bool, out: &mut Vec<u8>) {
         let q: &[u8] = if escaped { b"\\\"" } else { b"\"" };
-        let key = |out: &mut Vec<u8>, name: &str, first: bool| {
-            if !first {
-                out.push(b',');
-            }
+        let key = |out: &mut Vec<u8>, name: &str| {
+            out.push(b',');
             out.extend_from_slice(q);
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(q);
@@ -73,41 +71,41 @@ impl GeneratedHistory {
         };
         let runtime = step as f64 * STEP_SECONDS;
         out.push(b'{');
-        key(out, "_step", true);
+        out.extend_from_slice(q);
+        out.extend_from_slice(b"_step");
+        out.extend_from_slice(q);
+        out.push(b':');
         out.extend_from_slice(itoa::Buffer::new().format(step).as_bytes());
-        key(out, "_runtime", false);
+        key(out, "_runtime");
         write_f64(out, runtime);
-        key(out, "_timestamp", false);
+        key(out, "_timestamp");
         write_f64(out, self.t0 + runtime);
-        let scale = (self.rows as f64 / 3.0).max(1.0);
+        let decay = (-(step as f64) / (self.rows as f64 / 3.0).max(1.0)).exp();
         for k in 0..self.keys {
             let noise = self.noise(step, k);
             match k {
                 0 => {
-                    key(out, "loss", false);
-                    write_f64(out, 2.0 * (-(step as f64) / scale).exp() + 0.05 * noise);
+                    key(out, "loss");
+                    write_f64(out, 2.0 * decay + 0.05 * noise);
                 }
                 1 => {
-                    key(out, "acc", false);
-                    write_f64(
-                        out,
-                        1.0 - (-(step as f64) / scale).exp() * 0.9 - 0.02 * noise,
-                    );
+                    key(out, "acc");
+                    write_f64(out, 1.0 - decay * 0.9 - 0.02 * noise);
                 }
                 2 => {
-                    key(out, "epoch", false);
+                    key(out, "epoch");
                     out.extend_from_slice(itoa::Buffer::new().format(step / 100).as_bytes());
                 }
                 3 => {
-                    key(out, "lr", false);
-                    write_f64(out, 0.001 * 0.5f64.powi((step / 1000) as i32));
+                    key(out, "lr");
+                    write_f64(out, 0.001 * 0.5f64.powi((step / 1000).min(1100) as i32));
                 }
                 4 => {
-                    key(out, "métrique/α", false);
+                    key(out, "métrique/α");
                     write_f64(out, noise);
                 }
                 5 => {
-                    key(out, "special", false);
+                    key(out, "special");
                     let v = match step % 50 {
                         7 => f64::NAN,
                         19 => f64::INFINITY,
@@ -117,7 +115,16 @@ impl GeneratedHistory {
                     write_f64(out, v);
                 }
                 _ => {
-                    key(out, &metric_name(k), false);
+                    // `train/mNN` without allocating.
+                    out.push(b',');
+                    out.extend_from_slice(q);
+                    out.extend_from_slice(b"train/m");
+                    if k < 10 {
+                        out.push(b'0');
+                    }
+                    out.extend_from_slice(itoa::Buffer::new().format(k).as_bytes());
+                    out.extend_from_slice(q);
+                    out.push(b':');
                     write_f64(out, noise * f64::from(k));
                 }
             }

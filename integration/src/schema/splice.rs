@@ -144,6 +144,7 @@ fn render(job: &SpliceJob, out: &mut Vec<u8>) {
                 Stream::Events => &rec.events,
             };
             let candidates = log.select(*min_step, *max_step);
+            out.reserve((candidates.len().min(*samples) as usize).saturating_mul(512));
             out.push(b'[');
             for (i, pos) in sample_positions(candidates.len(), *samples).enumerate() {
                 if i > 0 {
