@@ -378,3 +378,81 @@ async fn system_events_have_their_own_stream_and_view() {
     assert_eq!(db.mirror.stream_len(run, Stream::System).await.unwrap(), 0);
     assert!(full_read(&db.mirror, run, Stream::System).await.is_empty());
 }
+
+#[tokio::test]
+async fn bytes_of_an_interrupted_batch_are_invisible_and_cut_off_on_resume() {
+    let (db, run) = setup().await;
+    let lines: Vec<String> = (0..50).map(row).collect();
+    let first: Vec<(i64, String)> = (0..30).map(|i| (i as i64, lines[i].clone())).collect();
+    db.mirror
+        .ingest_batch(run, Stream::History, &first)
+        .await
+        .unwrap();
+    let committed = full_read(&db.mirror, run, Stream::History).await;
+    let len = committed.len() as i64;
+
+    // What a `kill -9` between the chunk commit and the row commit leaves behind: the trailing
+    // chunk extended with the lines of a batch whose rows never committed, and a new chunk
+    // after it.
+    let client = db.raw_client().await.unwrap();
+    let orphan = format!("{}\n{}\n", lines[30], lines[31]);
+    client
+        .execute(
+            "UPDATE wandb.stream_chunks SET body = body || $2::bytea,
+                 byte_len = byte_len + length($2::bytea)
+             WHERE run_pk = $1 AND stream = 1
+               AND byte_start = (SELECT max(byte_start) FROM wandb.stream_chunks
+                                 WHERE run_pk = $1 AND stream = 1)",
+            &[&run.0, &orphan.as_bytes()],
+        )
+        .await
+        .unwrap();
+    let beyond = len + orphan.len() as i64;
+    client
+        .execute(
+            "INSERT INTO wandb.stream_chunks
+                 (run_pk, stream, byte_start, byte_len, first_key, last_key, n_rows, body)
+             VALUES ($1, 1, $2, 4, 32, 32, 1, 'junk'::bytea)",
+            &[&run.0, &beyond],
+        )
+        .await
+        .unwrap();
+
+    // Readers see exactly the committed bytes, at every offset near the end.
+    assert_eq!(full_read(&db.mirror, run, Stream::History).await, committed);
+    for back in [0u64, 1, 100, 5000] {
+        let offset = (len as u64).saturating_sub(back);
+        let got = db.mirror.read_history(run, offset, 1 << 20).await.unwrap();
+        assert_eq!(&got[..], &committed[offset as usize..]);
+    }
+
+    // The resume re-sends from the stored last step; the result is exact.
+    let rest: Vec<(i64, String)> = (0..50).map(|i| (i as i64, lines[i].clone())).collect();
+    let outcome = db
+        .mirror
+        .ingest_batch(run, Stream::History, &rest)
+        .await
+        .unwrap();
+    assert_eq!((outcome.inserted, outcome.skipped), (20, 30));
+    assert_eq!(
+        full_read(&db.mirror, run, Stream::History).await,
+        jsonl(&lines)
+    );
+    let (chunk_bytes, max_end): (i64, i64) = {
+        let r = client
+            .query_one(
+                "SELECT sum(byte_len)::int8, max(byte_start + byte_len) FROM wandb.stream_chunks
+                 WHERE run_pk = $1 AND stream = 1",
+                &[&run.0],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        chunk_bytes,
+        jsonl(&lines).len() as i64,
+        "no junk left in any chunk"
+    );
+    assert_eq!(max_end, chunk_bytes);
+}

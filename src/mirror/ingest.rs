@@ -1,16 +1,25 @@
-//! Ingest of history rows and system events: binary COPY plus pre-rendered chunks, one
-//! transaction per batch.
+//! Ingest of history rows and system events: binary COPY plus pre-rendered chunks, committed
+//! with the sync state.
 //!
-//! A batch is applied in one transaction that (1) locks the run's sync-state row, (2) drops rows
+//! A batch is applied by a transaction that (1) locks the run's sync-state row, (2) drops rows
 //! whose key (step, or event number) is not above the stored last key — so re-sending a batch
 //! after a crash, or overlapping pages, never duplicates anything, (3) COPYs the rows into
-//! `wandb.history` / `wandb.system_events` in binary format, (4) appends their JSON Lines text
-//! to the stream's chunks, rewriting at most one not-yet-full trailing chunk (bounded
-//! compaction: every chunk but the last is at least [`CHUNK_TARGET_BYTES`]), and (5) advances
-//! the sync state (last key, row count, byte length). Either all of it commits or none of it
-//! does; a reader never sees a half-applied batch.
+//! `wandb.history` / `wandb.system_events` in binary format, and (5) advances the sync state
+//! (last key, row count, byte length) and commits. Concurrently, on a second connection, (4) a
+//! chunk transaction appends the rows' JSON Lines text to the stream's chunks, rewriting at
+//! most one not-yet-full trailing chunk (bounded compaction: every chunk but the last is at
+//! least [`CHUNK_TARGET_BYTES`]); it commits after the row COPY succeeded and before (5).
+//!
+//! The stream's length lives in the sync state, so it changes only when (5) commits, with the
+//! rows: readers clip chunks at that length in the same statement, and never see a
+//! half-applied batch. Bytes below the length never change. If the process dies between the
+//! two commits, the chunks hold bytes past the length; the next batch cuts them off before
+//! appending, so a resume neither loses nor duplicates anything.
+
+use std::borrow::Cow;
 
 use futures::pin_mut;
+use tokio::sync::oneshot;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
@@ -96,18 +105,23 @@ struct ChunkBuilder {
     body: Vec<u8>,
 }
 
-/// A finished chunk ready to be written.
-struct Chunk {
-    byte_start: i64,
-    first_key: i64,
-    last_key: i64,
-    n_rows: i32,
-    body: Vec<u8>,
+/// The stream state read under the row lock at the start of a batch.
+struct StoredState {
+    last_key: Option<i64>,
+    rows: i64,
+    bytes: i64,
+}
+
+/// A row accepted into a batch: its key, its JSON Lines text and its SQL form.
+struct Accepted<'a> {
+    key: i64,
+    line: Cow<'a, str>,
+    sql: Cow<'a, str>,
 }
 
 impl Mirror {
-    /// Ingests one batch of rows `(key, W&B JSON text)` into `stream` of `run`, in one
-    /// transaction with the run's sync state (see the module docs).
+    /// Ingests one batch of rows `(key, W&B JSON text)` into `stream` of `run`, committed
+    /// together with the run's sync state (see the module docs).
     ///
     /// Keys must ascend; a row whose key is not above the previous accepted one (or the stored
     /// last key) is skipped. Row text is kept byte for byte in the stream's JSON Lines file; a
@@ -118,8 +132,14 @@ impl Mirror {
         stream: Stream,
         rows: &[(i64, S)],
     ) -> Result<IngestOutcome> {
-        let mut client = self.client().await?;
-        let tx = client
+        let _permit = self
+            .ingest_permits
+            .acquire()
+            .await
+            .map_err(|_| MirrorError::Pool("the mirror is shutting down".into()))?;
+        let mut rows_conn = self.client().await?;
+        let mut chunks_conn = self.client().await?;
+        let tx = rows_conn
             .transaction()
             .await
             .db("starting an ingest transaction")?;
@@ -137,15 +157,16 @@ impl Mirror {
             .ok_or_else(|| MirrorError::NotFound {
                 what: format!("run #{}", run.0),
             })?;
-        let stored_last: Option<i64> = state.get(0);
-        let stored_rows: i64 = state.get(1);
-        let stored_bytes: i64 = state.get(2);
+        let stored = StoredState {
+            last_key: state.get(0),
+            rows: state.get(1),
+            bytes: state.get(2),
+        };
 
         // Select and render the new rows. Both renderings are kept for the batch only, so
         // memory is bounded by the batch, not the run.
-        let mut accepted: Vec<(i64, std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> =
-            Vec::with_capacity(rows.len());
-        let mut last = stored_last;
+        let mut accepted: Vec<Accepted<'_>> = Vec::with_capacity(rows.len());
+        let mut last = stored.last_key;
         let mut skipped = 0u64;
         for (key, text) in rows {
             if last.is_some_and(|l| *key <= l) {
@@ -160,12 +181,14 @@ impl Mirror {
                 }
             })?;
             let sql = match &line {
-                std::borrow::Cow::Borrowed(l) => to_sql_form(l, what)?,
-                std::borrow::Cow::Owned(l) => {
-                    std::borrow::Cow::Owned(to_sql_form(l, what)?.into_owned())
-                }
+                Cow::Borrowed(l) => to_sql_form(l, what)?,
+                Cow::Owned(l) => Cow::Owned(to_sql_form(l, what)?.into_owned()),
             };
-            accepted.push((*key, line, sql));
+            accepted.push(Accepted {
+                key: *key,
+                line,
+                sql,
+            });
             last = Some(*key);
         }
         if accepted.is_empty() {
@@ -173,100 +196,46 @@ impl Mirror {
             return Ok(IngestOutcome {
                 inserted: 0,
                 skipped,
-                last_key: stored_last,
-                total_bytes: stored_bytes as u64,
-                total_rows: stored_rows as u64,
+                last_key: stored.last_key,
+                total_bytes: stored.bytes as u64,
+                total_rows: stored.rows as u64,
             });
         }
 
-        // Rows → the SQL table.
-        let sink = tx
-            .copy_in(stream.row_table_copy())
-            .await
-            .db("starting the row COPY")?;
-        let writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8, Type::JSONB]);
-        pin_mut!(writer);
-        for (key, _, sql) in &accepted {
-            writer
-                .as_mut()
-                .write(&[&run.0, key, &JsonbText(sql)])
+        // Rows (this transaction) and chunks (a second connection) are written concurrently,
+        // so two server backends share the work. The chunk transaction commits only once the
+        // row COPY has succeeded, and before this transaction publishes the new length, so a
+        // reader never sees a length whose bytes are missing; if this transaction then fails,
+        // the chunks' extra bytes lie past the stored length, invisible, and the next batch
+        // cuts them off.
+        let (go, go_signal) = oneshot::channel::<()>();
+        let rows_job = async {
+            let sink = tx
+                .copy_in(stream.row_table_copy())
                 .await
-                .db("copying rows")?;
-        }
-        writer.finish().await.db("finishing the row COPY")?;
-
-        // Text → chunks, merging the trailing chunk if it is not full yet.
-        let tail = tx
-            .query_opt(
-                "SELECT byte_start, byte_len, first_key, last_key, n_rows, body
-                 FROM wandb.stream_chunks WHERE run_pk = $1 AND stream = $2
-                 ORDER BY byte_start DESC LIMIT 1",
-                &[&run.0, &stream.code()],
-            )
-            .await
-            .db("reading the trailing chunk")?;
-        let mut builder: Option<ChunkBuilder> = None;
-        let mut next_start = stored_bytes;
-        if let Some(tail) = tail {
-            let byte_start: i64 = tail.get(0);
-            let byte_len: i32 = tail.get(1);
-            if byte_start + i64::from(byte_len) != stored_bytes {
-                return Err(MirrorError::Inconsistent(format!(
-                    "run #{} {stream:?}: chunks end at {} but the sync state says {stored_bytes} \
-                     bytes",
-                    run.0,
-                    byte_start + i64::from(byte_len)
-                )));
+                .db("starting the row COPY")?;
+            let writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8, Type::JSONB]);
+            pin_mut!(writer);
+            for row in &accepted {
+                writer
+                    .as_mut()
+                    .write(&[&run.0, &row.key, &JsonbText(&row.sql)])
+                    .await
+                    .db("copying rows")?;
             }
-            if (byte_len as usize) < CHUNK_TARGET_BYTES {
-                let mut body: Vec<u8> = tail.get(5);
-                body.reserve(CHUNK_TARGET_BYTES.saturating_sub(body.len()));
-                builder = Some(ChunkBuilder {
-                    byte_start,
-                    first_key: tail.get(2),
-                    last_key: tail.get(3),
-                    n_rows: tail.get(4),
-                    body,
-                });
-                tx.execute(
-                    "DELETE FROM wandb.stream_chunks
-                     WHERE run_pk = $1 AND stream = $2 AND byte_start = $3",
-                    &[&run.0, &stream.code(), &byte_start],
-                )
-                .await
-                .db("replacing the trailing chunk")?;
-            }
-        }
-        let mut chunks: Vec<Chunk> = Vec::new();
-        let mut appended = 0i64;
-        for (key, line, _) in &accepted {
-            let b = builder.get_or_insert_with(|| ChunkBuilder {
-                byte_start: next_start,
-                first_key: *key,
-                last_key: *key,
-                n_rows: 0,
-                body: Vec::with_capacity(CHUNK_TARGET_BYTES + 1024),
-            });
-            b.body.extend_from_slice(line.as_bytes());
-            b.body.push(b'\n');
-            b.last_key = *key;
-            b.n_rows += 1;
-            appended += line.len() as i64 + 1;
-            if b.body.len() >= CHUNK_TARGET_BYTES
-                && let Some(done) = builder.take()
-            {
-                next_start = done.byte_start + done.body.len() as i64;
-                chunks.push(done.finish());
-            }
-        }
-        if let Some(done) = builder.take() {
-            chunks.push(done.finish());
-        }
-        write_chunks(&tx, run, stream, &chunks).await?;
+            writer.finish().await.db("finishing the row COPY")?;
+            // The chunk job may have failed already; its error is reported below.
+            let _ = go.send(());
+            Ok::<(), MirrorError>(())
+        };
+        let chunks_job = write_chunks(&mut chunks_conn, run, stream, &stored, &accepted, go_signal);
+        let (rows_result, chunks_result) = tokio::join!(rows_job, chunks_job);
+        rows_result?;
+        let appended = chunks_result?;
 
         let inserted = accepted.len() as i64;
-        let total_rows = stored_rows + inserted;
-        let total_bytes = stored_bytes + appended;
+        let total_rows = stored.rows + inserted;
+        let total_bytes = stored.bytes + appended;
         let synced_at = cols
             .synced_at
             .map(|c| format!(", {c} = now()"))
@@ -324,38 +293,126 @@ impl Mirror {
     }
 
     /// A buffered writer that groups rows into batches for [`Mirror::ingest_batch`].
-    pub fn stream_writer(&self, run: RunPk, stream: Stream) -> StreamWriter<'_> {
+    pub fn stream_writer(&self, run: RunPk, stream: Stream) -> StreamWriter {
         StreamWriter {
-            mirror: self,
+            mirror: self.clone(),
             run,
             stream,
             rows: Vec::new(),
             bytes: 0,
             max_rows: DEFAULT_BATCH_ROWS,
             max_bytes: DEFAULT_BATCH_BYTES,
+            in_flight: None,
             total: IngestOutcome::default(),
         }
     }
 }
 
-impl ChunkBuilder {
-    fn finish(self) -> Chunk {
-        Chunk {
-            byte_start: self.byte_start,
-            first_key: self.first_key,
-            last_key: self.last_key,
-            n_rows: self.n_rows,
-            body: self.body,
-        }
-    }
-}
-
+/// Writes the chunks for `accepted` in its own transaction on `conn`: cuts off bytes past the
+/// stored length left by an interrupted batch, merges a not-yet-full trailing chunk with the
+/// new lines, and commits once `go` fires (rolls back if it never does). Returns the number of
+/// bytes appended to the stream.
 async fn write_chunks(
-    tx: &tokio_postgres::Transaction<'_>,
+    conn: &mut deadpool_postgres::Object,
     run: RunPk,
     stream: Stream,
-    chunks: &[Chunk],
-) -> Result<()> {
+    stored: &StoredState,
+    accepted: &[Accepted<'_>],
+    go: oneshot::Receiver<()>,
+) -> Result<i64> {
+    let tx = conn
+        .transaction()
+        .await
+        .db("starting a chunk transaction")?;
+    tx.execute(
+        "DELETE FROM wandb.stream_chunks WHERE run_pk = $1 AND stream = $2 AND byte_start >= $3",
+        &[&run.0, &stream.code(), &stored.bytes],
+    )
+    .await
+    .db("removing chunks of an interrupted batch")?;
+    let tail = tx
+        .query_opt(
+            "SELECT byte_start, byte_len, first_key, last_key, n_rows, body
+             FROM wandb.stream_chunks WHERE run_pk = $1 AND stream = $2
+             ORDER BY byte_start DESC LIMIT 1",
+            &[&run.0, &stream.code()],
+        )
+        .await
+        .db("reading the trailing chunk")?;
+    let mut chunks: Vec<ChunkBuilder> = Vec::new();
+    let mut builder: Option<ChunkBuilder> = None;
+    if let Some(tail) = tail {
+        let byte_start: i64 = tail.get(0);
+        let byte_len: i32 = tail.get(1);
+        let end = byte_start + i64::from(byte_len);
+        if end < stored.bytes {
+            return Err(MirrorError::Inconsistent(format!(
+                "run #{} {stream:?}: chunks end at {end} but the stream has {} bytes",
+                run.0, stored.bytes
+            )));
+        }
+        let mut body: Vec<u8> = tail.get(5);
+        let cut = end > stored.bytes;
+        if cut || body.len() < CHUNK_TARGET_BYTES {
+            let mut b = ChunkBuilder {
+                byte_start,
+                first_key: tail.get(2),
+                last_key: tail.get(3),
+                n_rows: tail.get(4),
+                body: Vec::new(),
+            };
+            if cut {
+                // Bytes of a batch whose rows never committed; the stream ends at a line end.
+                body.truncate((stored.bytes - byte_start) as usize);
+                if body.last() != Some(&b'\n') {
+                    return Err(MirrorError::Inconsistent(format!(
+                        "run #{} {stream:?}: stream length {} is not at a line end",
+                        run.0, stored.bytes
+                    )));
+                }
+                b.n_rows = body.iter().filter(|&&c| c == b'\n').count() as i32;
+                b.last_key = stored.last_key.unwrap_or(b.first_key);
+            }
+            body.reserve(CHUNK_TARGET_BYTES.saturating_sub(body.len()));
+            b.body = body;
+            tx.execute(
+                "DELETE FROM wandb.stream_chunks
+                 WHERE run_pk = $1 AND stream = $2 AND byte_start = $3",
+                &[&run.0, &stream.code(), &byte_start],
+            )
+            .await
+            .db("replacing the trailing chunk")?;
+            if b.body.len() >= CHUNK_TARGET_BYTES {
+                chunks.push(b);
+            } else {
+                builder = Some(b);
+            }
+        }
+    }
+    let mut next_start = stored.bytes;
+    let mut appended = 0i64;
+    for row in accepted {
+        let b = builder.get_or_insert_with(|| ChunkBuilder {
+            byte_start: next_start,
+            first_key: row.key,
+            last_key: row.key,
+            n_rows: 0,
+            body: Vec::with_capacity(CHUNK_TARGET_BYTES + 1024),
+        });
+        b.body.extend_from_slice(row.line.as_bytes());
+        b.body.push(b'\n');
+        b.last_key = row.key;
+        b.n_rows += 1;
+        appended += row.line.len() as i64 + 1;
+        if b.body.len() >= CHUNK_TARGET_BYTES
+            && let Some(done) = builder.take()
+        {
+            next_start = done.byte_start + done.body.len() as i64;
+            chunks.push(done);
+        }
+    }
+    chunks.extend(builder.take());
+
     let sink = tx
         .copy_in(
             "COPY wandb.stream_chunks (run_pk, stream, byte_start, byte_len, first_key, \
@@ -377,7 +434,7 @@ async fn write_chunks(
         ],
     );
     pin_mut!(writer);
-    for chunk in chunks {
+    for chunk in &chunks {
         let len = i32::try_from(chunk.body.len()).map_err(|_| {
             MirrorError::Inconsistent(format!(
                 "a single {stream:?} row of run #{} is larger than 2 GiB",
@@ -400,23 +457,34 @@ async fn write_chunks(
             .db("copying chunks")?;
     }
     writer.finish().await.db("finishing the chunk COPY")?;
-    Ok(())
+    if go.await.is_ok() {
+        tx.commit().await.db("committing chunks")?;
+    }
+    Ok(appended)
 }
 
-/// Groups rows into bounded batches; each full batch is committed with the run's sync state
-/// before more rows are buffered, so memory stays flat however long the run is.
-pub struct StreamWriter<'m> {
-    mirror: &'m Mirror,
+/// Groups rows into bounded batches and commits each with the run's sync state.
+///
+/// One batch is committed in the background while the next one is being filled, so producing
+/// rows (network, parquet decoding) overlaps with writing them. At most two batches exist at a
+/// time, so memory stays flat however long the run is. An error of a background batch is
+/// returned by the next [`push`](Self::push), [`flush`](Self::flush) or
+/// [`finish`](Self::finish); batches after a failed one are not attempted. Dropping the writer
+/// without `finish` lets an in-flight batch complete (or not) on its own; either way the
+/// stored state stays consistent, and a resume continues from it.
+pub struct StreamWriter {
+    mirror: Mirror,
     run: RunPk,
     stream: Stream,
     rows: Vec<(i64, String)>,
     bytes: usize,
     max_rows: usize,
     max_bytes: usize,
+    in_flight: Option<tokio::task::JoinHandle<Result<IngestOutcome>>>,
     total: IngestOutcome,
 }
 
-impl StreamWriter<'_> {
+impl StreamWriter {
     /// Sets the batch bounds (rows and bytes of row text; at least one row per batch).
     pub fn with_batch_limits(mut self, max_rows: usize, max_bytes: usize) -> Self {
         self.max_rows = max_rows.max(1);
@@ -424,39 +492,60 @@ impl StreamWriter<'_> {
         self
     }
 
-    /// Buffers one row, committing a batch when the bounds are reached.
+    /// Buffers one row; hands a full batch to the background committer.
     pub async fn push(&mut self, key: i64, text: impl Into<String>) -> Result<()> {
         let text = text.into();
         self.bytes += text.len();
         self.rows.push((key, text));
         if self.rows.len() >= self.max_rows || self.bytes >= self.max_bytes {
-            self.flush().await?;
+            self.start_batch().await?;
         }
         Ok(())
     }
 
-    /// Commits the buffered rows now.
+    /// Commits everything pushed so far and waits for it.
     pub async fn flush(&mut self) -> Result<()> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        let outcome = self
-            .mirror
-            .ingest_batch(self.run, self.stream, &self.rows)
-            .await?;
-        self.rows.clear();
-        self.bytes = 0;
-        self.total.inserted += outcome.inserted;
-        self.total.skipped += outcome.skipped;
-        self.total.last_key = outcome.last_key;
-        self.total.total_bytes = outcome.total_bytes;
-        self.total.total_rows = outcome.total_rows;
-        Ok(())
+        self.start_batch().await?;
+        self.wait_in_flight().await
     }
 
     /// Commits what is left and returns the totals of all batches.
     pub async fn finish(mut self) -> Result<IngestOutcome> {
         self.flush().await?;
         Ok(self.total)
+    }
+
+    /// Waits for the previous batch, then starts committing the buffered rows in the
+    /// background.
+    async fn start_batch(&mut self) -> Result<()> {
+        self.wait_in_flight().await?;
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::replace(
+            &mut self.rows,
+            Vec::with_capacity(self.max_rows.min(65_536)),
+        );
+        self.bytes = 0;
+        let (mirror, run, stream) = (self.mirror.clone(), self.run, self.stream);
+        self.in_flight = Some(tokio::spawn(async move {
+            mirror.ingest_batch(run, stream, &rows).await
+        }));
+        Ok(())
+    }
+
+    async fn wait_in_flight(&mut self) -> Result<()> {
+        let Some(handle) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let outcome = handle
+            .await
+            .map_err(|e| MirrorError::Pool(format!("an ingest task failed: {e}")))??;
+        self.total.inserted += outcome.inserted;
+        self.total.skipped += outcome.skipped;
+        self.total.last_key = outcome.last_key;
+        self.total.total_bytes = outcome.total_bytes;
+        self.total.total_rows = outcome.total_rows;
+        Ok(())
     }
 }

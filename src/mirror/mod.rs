@@ -23,9 +23,11 @@ mod sqljson;
 pub mod testing;
 mod write;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::Semaphore;
 use tokio_postgres::NoTls;
 
 pub use database_url::{DatabaseUrl, ParsedDatabaseUrl};
@@ -95,7 +97,7 @@ pub enum SchemaPolicy {
 /// Connection settings.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
-    /// Pool size.
+    /// Pool size (at least 2: an ingest batch uses two connections).
     pub max_connections: usize,
     /// Migrate or only check.
     pub schema: SchemaPolicy,
@@ -117,6 +119,10 @@ impl Default for ConnectOptions {
 #[derive(Clone)]
 pub struct Mirror {
     pool: Pool,
+    /// Ingest batches in flight. Each batch holds two connections (rows and chunks are written
+    /// concurrently), so at most half the pool may ingest at once: a batch never waits for a
+    /// second connection that other batches hold.
+    ingest_permits: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -173,12 +179,15 @@ impl Mirror {
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(options.max_connections.max(1))
+            .max_size(options.max_connections.max(2))
             .wait_timeout(Some(options.wait_timeout))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| MirrorError::Pool(e.to_string()))?;
-        let mirror = Mirror { pool };
+        let mirror = Mirror {
+            pool,
+            ingest_permits: Arc::new(Semaphore::new((options.max_connections / 2).max(1))),
+        };
         let mut client = mirror.client().await?;
         match options.schema {
             SchemaPolicy::Migrate => {

@@ -163,20 +163,29 @@ impl Mirror {
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let end = start.saturating_add(i64::try_from(len).unwrap_or(i64::MAX));
         let client = self.client().await?;
+        // The length is read in the same statement (snapshot) as the chunks: chunks may hold
+        // bytes past it that belong to a batch whose rows are not committed.
+        let length_column = match stream {
+            Stream::History => "history_bytes",
+            Stream::System => "system_bytes",
+        };
         let statement = client
-            .prepare_cached(
-                "SELECT byte_start,
-                        substring(body FROM (greatest($3, byte_start) - byte_start + 1)::int
-                                  FOR (least($4, byte_start + byte_len)
-                                       - greatest($3, byte_start))::int)
-                 FROM wandb.stream_chunks
-                 WHERE run_pk = $1 AND stream = $2
-                   AND byte_start >= coalesce(
+            .prepare_cached(&format!(
+                "WITH total AS (
+                     SELECT {length_column} AS n FROM wandb.run_sync_state WHERE run_pk = $1
+                 )
+                 SELECT c.byte_start,
+                        substring(c.body FROM (greatest($3, c.byte_start) - c.byte_start + 1)::int
+                                  FOR (least($4, c.byte_start + c.byte_len, total.n)
+                                       - greatest($3, c.byte_start))::int)
+                 FROM wandb.stream_chunks c, total
+                 WHERE c.run_pk = $1 AND c.stream = $2
+                   AND c.byte_start >= coalesce(
                          (SELECT max(byte_start) FROM wandb.stream_chunks
                           WHERE run_pk = $1 AND stream = $2 AND byte_start <= $3), 0)
-                   AND byte_start < $4
-                 ORDER BY byte_start",
-            )
+                   AND c.byte_start < least($4, total.n)
+                 ORDER BY c.byte_start"
+            ))
             .await
             .db("preparing a stream read")?;
         let rows = client

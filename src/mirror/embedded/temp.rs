@@ -47,6 +47,11 @@ impl TempCluster {
     /// Honours `WANDBFS_PG_BIN` (server binaries) and `WANDBFS_PG_USER` (account when root),
     /// like the `wandbfs` command.
     pub fn start() -> Result<Self> {
+        Self::start_with(Durability::Throwaway)
+    }
+
+    /// [`TempCluster::start`] with a chosen durability (benchmarks measure with fsync on).
+    pub fn start_with(durability: Durability) -> Result<Self> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let started = Instant::now();
         let nanos = std::time::SystemTime::now()
@@ -65,7 +70,7 @@ impl TempCluster {
             dir: Some(root.clone()),
             bin_dir: std::env::var_os("WANDBFS_PG_BIN").map(PathBuf::from),
             server_user: std::env::var("WANDBFS_PG_USER").ok(),
-            durability: Durability::Throwaway,
+            durability,
         };
         let cluster = match EmbeddedCluster::open(&options) {
             Ok(c) => c,

@@ -1,0 +1,263 @@
+//! Mirror history benchmark: ingest rows/s against a raw-COPY baseline, and read MB/s of
+//! `history.jsonl` from the pre-rendered chunks against rendering it from the rows.
+//!
+//! Run: `cargo bench --bench mirror_history` (env `WANDBFS_BENCH_ROWS`, default 1,000,000;
+//! `WANDBFS_BENCH_DURABLE=0` to run the cluster without fsync). Each number is printed next to
+//! its baseline measured in the same run on the same cluster, since absolute numbers on a
+//! shared 2-core machine are noisy.
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, pin_mut};
+use tokio_postgres::NoTls;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use wandbfs::mirror::embedded::{Durability, TempCluster};
+use wandbfs::mirror::{
+    ConnectOptions, DEFAULT_BATCH_ROWS, Mirror, ProjectRecord, RunRecord, Stream,
+};
+
+/// A W&B-style row of 20 metrics (plus `_step`, `_runtime`, `_timestamp`); every 97th row has
+/// a NaN loss, like a diverging run.
+fn row(step: i64, out: &mut String) {
+    use std::fmt::Write;
+    out.clear();
+    let loss = if step % 97 == 0 {
+        "NaN".to_string()
+    } else {
+        format!("{}", 2.0 / (1.0 + step as f64 * 1e-4))
+    };
+    let _ = write!(
+        out,
+        "{{\"_step\":{step},\"_runtime\":{:.3},\"_timestamp\":{:.6},\"loss\":{loss},\
+         \"lr\":{},\"epoch\":{}",
+        step as f64 * 0.05,
+        1.7e9 + step as f64 * 0.05,
+        1e-3 * 0.5f64.powi((step / 100_000) as i32),
+        step / 10_000
+    );
+    for k in 0..18 {
+        let v = ((step * 2654435761 + k * 40503) % 1_000_003) as f64 / 1_000_003.0;
+        let _ = write!(out, ",\"train/metric_{k:02}\":{v}");
+    }
+    out.push('}');
+}
+
+/// `{"value": ...}` wrapper only exists so `BinaryCopyInWriter` can send text as jsonb.
+#[derive(Debug)]
+struct Jsonb<'a>(&'a str);
+
+impl ToSql for Jsonb<'_> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&[1]);
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+    tokio_postgres::types::accepts!(JSONB);
+    tokio_postgres::types::to_sql_checked!();
+}
+
+fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64()
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let rows: i64 = std::env::var("WANDBFS_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let durability = if std::env::var("WANDBFS_BENCH_DURABLE").as_deref() == Ok("0") {
+        Durability::Throwaway
+    } else {
+        Durability::Durable
+    };
+    let cluster =
+        tokio::task::spawn_blocking(move || TempCluster::start_with(durability)).await??;
+    println!(
+        "cluster: initdb + start in {:.2}s ({durability:?})",
+        cluster.startup_time().as_secs_f64()
+    );
+    let config = cluster.cluster().connection_config("postgres");
+    let mirror = Mirror::connect_config(config.clone(), &ConnectOptions::default()).await?;
+    let (raw, connection) = config.connect(NoTls).await?;
+    tokio::spawn(connection);
+
+    let mut text = String::new();
+    let mut sample_bytes = 0usize;
+    for s in 0..100 {
+        row(s, &mut text);
+        sample_bytes += text.len();
+    }
+    println!(
+        "rows: {rows} of ~{} bytes (23 keys), batches of {DEFAULT_BATCH_ROWS} rows",
+        sample_bytes / 100
+    );
+
+    // Baseline: binary COPY of the same rows into a plain (run, step, jsonb) table, one
+    // transaction per batch, no index, no chunks, no bookkeeping.
+    raw.batch_execute(
+        "CREATE TABLE bench_raw (run_pk int8 NOT NULL, step int8 NOT NULL, row jsonb NOT NULL)",
+    )
+    .await?;
+    let started = Instant::now();
+    let mut step = 0i64;
+    while step < rows {
+        let end = (step + DEFAULT_BATCH_ROWS as i64).min(rows);
+        raw.batch_execute("BEGIN").await?;
+        let sink = raw
+            .copy_in("COPY bench_raw (run_pk, step, row) FROM STDIN (FORMAT binary)")
+            .await?;
+        let writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8, Type::JSONB]);
+        pin_mut!(writer);
+        for s in step..end {
+            row(s, &mut text);
+            let strict = wandbfs::values::to_sql_json_text(&text)?;
+            writer.as_mut().write(&[&1i64, &s, &Jsonb(&strict)]).await?;
+        }
+        writer.finish().await?;
+        raw.batch_execute("COMMIT").await?;
+        step = end;
+    }
+    let baseline = started.elapsed();
+    let baseline_rate = rows as f64 / baseline.as_secs_f64();
+
+    // The mirror: StreamWriter → ingest_batch (COPY into jsonb with a primary key, chunks,
+    // sync state, one transaction per batch).
+    let project = mirror
+        .upsert_project(&ProjectRecord {
+            entity: "bench".into(),
+            name: "bench".into(),
+            ..Default::default()
+        })
+        .await?;
+    let run = mirror
+        .upsert_run(
+            project,
+            &RunRecord {
+                run_id: "bench0001".into(),
+                ..Default::default()
+            },
+        )
+        .await?
+        .run_pk;
+    if let Ok(sql) = std::env::var("BENCH_EXPERIMENT_SQL") {
+        raw.batch_execute(&sql).await?;
+    }
+    let started = Instant::now();
+    let mut writer = mirror.stream_writer(run, Stream::History);
+    for s in 0..rows {
+        row(s, &mut text);
+        writer.push(s, text.as_str()).await?;
+    }
+    let outcome = writer.finish().await?;
+    let ingest = started.elapsed();
+    let ingest_rate = rows as f64 / ingest.as_secs_f64();
+    assert_eq!(outcome.inserted, rows as u64);
+    println!(
+        "ingest: mirror {:>9.0} rows/s ({:.1}s) | raw COPY baseline {:>9.0} rows/s ({:.1}s) | \
+         ratio {:.2}",
+        ingest_rate,
+        ingest.as_secs_f64(),
+        baseline_rate,
+        baseline.as_secs_f64(),
+        ingest_rate / baseline_rate
+    );
+    let sizes = raw
+        .query_one(
+            "SELECT pg_total_relation_size('wandb.history'),
+                    pg_total_relation_size('wandb.stream_chunks'),
+                    pg_total_relation_size('bench_raw')",
+            &[],
+        )
+        .await?;
+    let mib = |b: i64| b as f64 / (1 << 20) as f64;
+    println!(
+        "on disk: history rows {:.0} MiB + chunks {:.0} MiB (history.jsonl is {:.0} MiB) | \
+         baseline table {:.0} MiB",
+        mib(sizes.get(0)),
+        mib(sizes.get(1)),
+        outcome.total_bytes as f64 / (1 << 20) as f64,
+        mib(sizes.get(2))
+    );
+    raw.batch_execute("VACUUM ANALYZE").await?;
+
+    // Reads: the whole file sequentially in FUSE-sized and larger requests.
+    let len = mirror.history_len(run).await?;
+    for request in [128 * 1024usize, 1 << 20] {
+        let started = Instant::now();
+        let mut offset = 0u64;
+        while offset < len {
+            let got = mirror.read_history(run, offset, request).await?;
+            assert!(!got.is_empty());
+            offset += got.len() as u64;
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "read history.jsonl ({:.0} MiB) in {:>4} KiB requests: {:>6.0} MB/s ({:.2}s)",
+            len as f64 / (1 << 20) as f64,
+            request / 1024,
+            mb_per_s(len, elapsed),
+            elapsed.as_secs_f64()
+        );
+    }
+    // Random small reads: latency of one `read(2)` of 4 KiB at any offset.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let reads = 2000;
+    let started = Instant::now();
+    for _ in 0..reads {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let got = mirror.read_history(run, seed % len, 4096).await?;
+        assert!(!got.is_empty());
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "random 4 KiB reads: {:.0} reads/s, {:.0} µs each",
+        reads as f64 / elapsed.as_secs_f64(),
+        elapsed.as_micros() as f64 / reads as f64
+    );
+
+    // Baseline for reads: rendering the file from the jsonb rows (what a mirror without
+    // chunks does, and not byte-exact: jsonb reorders keys and respells numbers).
+    let started = Instant::now();
+    let statement = raw
+        .prepare("SELECT row::text FROM wandb.history WHERE run_pk = $1 ORDER BY step")
+        .await?;
+    let params: Vec<&(dyn ToSql + Sync)> = vec![&run.0];
+    let stream = raw.query_raw(&statement, params).await?;
+    pin_mut!(stream);
+    let mut rendered = 0u64;
+    while let Some(r) = stream.next().await {
+        let r = r?;
+        let t: &str = r.get(0);
+        rendered += t.len() as u64 + 1;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "baseline: render from jsonb rows {:>6.0} MB/s ({:.2}s for {:.0} MiB)",
+        mb_per_s(rendered, elapsed),
+        elapsed.as_secs_f64(),
+        rendered as f64 / (1 << 20) as f64
+    );
+    println!("peak RSS of this process: {:.0} MiB", peak_rss_mib());
+    drop(mirror);
+    drop(raw);
+    drop(cluster);
+    Ok(())
+}
