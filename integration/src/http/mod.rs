@@ -7,6 +7,7 @@ mod graphql;
 pub mod range;
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -249,16 +250,36 @@ async fn handle(
             inner: body,
             rec,
             remaining: limit,
+            cut: None,
         },
     ))
 }
 
 /// A response body that counts the bytes it yields into the request log and, for the truncate
-/// fault, stops after `remaining` bytes with an error (hyper then closes the connection).
+/// fault, stops after `remaining` bytes with an error (hyper then closes the connection). The
+/// error is delayed briefly so the head and the partial body reach the client first.
 pub struct CountingBody {
     inner: Body,
     rec: Arc<LiveRecord>,
     remaining: Option<u64>,
+    cut: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl CountingBody {
+    fn truncated(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let sleep = self.cut.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100)))
+        });
+        match sleep.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(std::io::Error::other(
+                "truncated by fault injection",
+            ))))),
+        }
+    }
 }
 
 impl HttpBody for CountingBody {
@@ -271,9 +292,7 @@ impl HttpBody for CountingBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         if this.remaining == Some(0) {
-            return Poll::Ready(Some(Err(axum::Error::new(std::io::Error::other(
-                "truncated by fault injection",
-            )))));
+            return this.truncated(cx);
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -296,9 +315,7 @@ impl HttpBody for CountingBody {
             }
             Poll::Ready(None) if this.remaining.is_some_and(|r| r > 0) => {
                 this.remaining = Some(0);
-                Poll::Ready(Some(Err(axum::Error::new(std::io::Error::other(
-                    "truncated by fault injection",
-                )))))
+                this.truncated(cx)
             }
             other => other,
         }
