@@ -378,6 +378,37 @@ async fn views_return_the_known_data() {
     assert_eq!(metrics[6].2, f64::NEG_INFINITY);
     assert_eq!(metrics[2].2, 2.0);
 
+    // A wide per-project view with typed config./summary. columns.
+    let name: String = c
+        .query_one(
+            "SELECT wandb.create_runs_wide_view('wandb.vision_wide', 'team', 'vision')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "wandb.vision_wide");
+    let wide = c
+        .query(
+            "SELECT run_id, \"config.lr\", \"config.opt\", \"summary.loss\",
+                    pg_typeof(\"config.lr\")::text, pg_typeof(\"config.opt\")::text
+             FROM wandb.vision_wide ORDER BY run_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(wide.len(), 2);
+    assert_eq!(wide[0].get::<_, Option<f64>>(1), Some(0.001));
+    assert_eq!(wide[1].get::<_, Option<f64>>(1), Some(0.01));
+    assert_eq!(
+        wide[0].get::<_, Option<serde_json::Value>>(2),
+        Some(serde_json::json!({"name": "adam", "beta": [0.9, 0.99]}))
+    );
+    assert!(wide[0].get::<_, Option<f64>>(3).unwrap().is_nan());
+    assert_eq!(wide[1].get::<_, Option<f64>>(3), None);
+    assert_eq!(wide[0].get::<_, String>(4), "double precision");
+    assert_eq!(wide[0].get::<_, String>(5), "jsonb");
+
     // history_rows.
     let label: String = c
         .query_one(

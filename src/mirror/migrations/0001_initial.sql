@@ -317,6 +317,56 @@ SELECT p.entity, p.name AS project, r.run_id, l.source, l.key, l.v AS value,
 FROM leaves l JOIN wandb.runs r USING (run_pk) JOIN wandb.projects p USING (project_pk)
 WHERE jsonb_typeof(l.v) <> 'object' OR l.v ? '_type';
 
+-- A wide view of one project's runs: one column per top-level config key (`config.<k>`) and
+-- summary key (`summary.<k>`), typed float8 when every non-null value of the key is numeric
+-- (NaN/Infinity included), text when all are strings, jsonb otherwise. A view's columns are
+-- fixed when it is created, so this function (re)creates it from the keys present now:
+--   SELECT wandb.create_runs_wide_view('wandb.vision_runs', 'team', 'vision');
+--   SELECT run_id, "config.lr", "summary.loss" FROM wandb.vision_runs ORDER BY 3;
+-- `view_name` may be schema-qualified; unqualified, the view goes to the first schema of the
+-- search_path. Returns the view's (quoted) name.
+CREATE FUNCTION wandb.create_runs_wide_view(view_name text, p_entity text, p_project text)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    cols text := '';
+    target text := array_to_string(
+        ARRAY(SELECT quote_ident(part) FROM unnest(parse_ident(view_name)) AS part), '.');
+    k record;
+BEGIN
+    FOR k IN
+        SELECT v.source, v.key,
+               bool_and(wandb.as_float8(v.value) IS NOT NULL) AS all_numeric,
+               bool_and(jsonb_typeof(v.value) = 'string') AS all_text
+        FROM (
+            SELECT 'config' AS source, e.key, e.value
+            FROM wandb.runs_flat r, jsonb_each(r.config) AS e
+            WHERE r.entity = p_entity AND r.project = p_project
+            UNION ALL
+            SELECT 'summary', e.key, e.value
+            FROM wandb.runs_flat r,
+                 jsonb_each(CASE WHEN jsonb_typeof(r.summary) = 'object' THEN r.summary
+                                 ELSE '{}'::jsonb END) AS e
+            WHERE r.entity = p_entity AND r.project = p_project
+        ) v
+        WHERE jsonb_typeof(v.value) <> 'null'
+        GROUP BY v.source, v.key
+        ORDER BY v.source, v.key
+    LOOP
+        cols := cols || format(', %s AS %I',
+            CASE WHEN k.all_numeric THEN format('wandb.as_float8(%I -> %L)', k.source, k.key)
+                 WHEN k.all_text THEN format('%I ->> %L', k.source, k.key)
+                 ELSE format('%I -> %L', k.source, k.key) END,
+            k.source || '.' || k.key);
+    END LOOP;
+    EXECUTE format('DROP VIEW IF EXISTS %s', target);
+    EXECUTE format(
+        'CREATE VIEW %s AS SELECT entity, project, run_id, display_name, state, tags, '
+        'created_at, deleted%s FROM wandb.runs_flat WHERE entity = %L AND project = %L',
+        target, cols, p_entity, p_project);
+    RETURN target;
+END
+$$;
+
 -- History rows with names.
 CREATE VIEW wandb.history_rows AS
 SELECT p.entity, p.name AS project, r.run_id, h.step, h.row
