@@ -16,6 +16,9 @@ MAIN_STEPS = 2000
 RESUMED_STEPS = 100
 IMAGE_STEP = 1000
 SAVED_FILE = "sub/dir/data.bin"
+UPLOADED_FILE = "later/notes.txt"
+UPLOADED_TEXT = "uploaded after the run finished — ünïcode\n"
+CONSOLE_LINE = "hello from the main run"
 AUX_RUNS = [
     # name suffix, lr, tags, exit code
     ("aux-0", 0.1, ["aux", "fast"], 0),

@@ -58,6 +58,8 @@ def check_listing(api: wandb.Api, manifest: dict) -> None:
         check(run.name == a["name"], f"display name {run.name}")
         check(sorted(run.tags) == sorted(a["tags"]), f"tags {run.tags}")
         check(run.state == ("failed" if a["exit_code"] else "finished"), f"aux state {run.state}")
+        check(run.notes == a.get("notes"), f"aux notes {run.notes!r}")
+        check(run.summary.get("edited") == ("notes" in a or None), f"aux summary edit {dict(run.summary)}")
         check(same(run.summary["loss"], a["lr"] * 1), f"aux summary loss {run.summary['loss']}")
 
 
@@ -109,7 +111,7 @@ def check_history(run) -> None:
 
 def check_files(run) -> None:
     files = {f.name: f for f in run.files()}
-    for name in [common.SAVED_FILE, "wandb-metadata.json", "config.yaml", "requirements.txt", "wandb-summary.json"]:
+    for name in [common.SAVED_FILE, common.UPLOADED_FILE, "wandb-metadata.json", "config.yaml", "requirements.txt", "wandb-summary.json"]:
         check(name in files, f"file {name} not listed: {sorted(files)}")
     images = [n for n in files if n.startswith("media/images/") and n.endswith(".png")]
     check(len(images) == 1, f"image files {images}")
@@ -124,6 +126,9 @@ def check_files(run) -> None:
     saved.download(root=root)
     with open(os.path.join(root, common.SAVED_FILE), "rb") as f:
         check(f.read() == common.saved_file_bytes(), "downloaded bytes differ from the saved file")
+    files[common.UPLOADED_FILE].download(root=root)
+    with open(os.path.join(root, common.UPLOADED_FILE), encoding="utf-8") as f:
+        check(f.read() == common.UPLOADED_TEXT, "run.upload_file() bytes")
     image = files[images[0]]
     image.download(root=root)
     with open(os.path.join(root, images[0]), "rb") as f:
@@ -135,6 +140,13 @@ def check_files(run) -> None:
     check(direct.status_code == 200 and direct.content == common.saved_file_bytes(), "directUrl download")
     ranged = requests.get(direct_url, headers={"Range": "bytes=10-19"}, timeout=30)
     check(ranged.status_code == 206 and ranged.content == common.saved_file_bytes()[10:20], "directUrl range")
+
+
+def check_console(run) -> None:
+    lines = [line.content for line in run.console_logs()]
+    check(common.CONSOLE_LINE in lines, f"console_logs() lacks the printed line: {lines[:5]}")
+    tail = list(run.console_logs(last=1))
+    check(len(tail) == 1, f"console_logs(last=1) gave {len(tail)} lines")
 
 
 def check_artifacts(api: wandb.Api, manifest: dict) -> None:
@@ -152,6 +164,7 @@ def main() -> None:
     run = check_main(api, manifest)
     check_history(run)
     check_files(run)
+    check_console(run)
     check_artifacts(api, manifest)
     print("read scenario passed")
 

@@ -26,6 +26,7 @@ def write_main(project: str, workdir: str) -> dict:
         job_type="train",
         notes="the main run",
     )
+    print(common.CONSOLE_LINE, flush=True)
     for step in range(common.MAIN_STEPS):
         row = common.logged_row(step)
         if step == common.IMAGE_STEP:
@@ -61,12 +62,32 @@ def write_aux(project: str) -> list[dict]:
     return out
 
 
+def edit_with_public_api(entity: str, project: str, main_id: str, aux: list[dict], workdir: str) -> None:
+    """Edits runs after the fact, as users do: run.update() and run.upload_file()."""
+    api = wandb.Api(timeout=60)
+    edited = aux[1]
+    run = api.run(f"{entity}/{project}/{edited['id']}")
+    run.tags = run.tags + ["edited"]
+    run.notes = "edited later"
+    run.summary["edited"] = True
+    run.update()
+    edited["tags"] = edited["tags"] + ["edited"]
+    edited["notes"] = "edited later"
+
+    uploaded = os.path.join(workdir, common.UPLOADED_FILE)
+    os.makedirs(os.path.dirname(uploaded), exist_ok=True)
+    with open(uploaded, "w") as f:
+        f.write(common.UPLOADED_TEXT)
+    api.run(f"{entity}/{project}/{main_id}").upload_file(uploaded, root=workdir)
+
+
 def main() -> None:
     manifest_path = sys.argv[1]
     project = common.env("SCENARIO_PROJECT")
     workdir = tempfile.mkdtemp(prefix="scenario-files-")
     main_info = write_main(project, workdir)
     aux = write_aux(project)
+    edit_with_public_api(main_info["entity"], project, main_info["id"], aux, workdir)
     common.save_manifest(
         manifest_path,
         {"entity": main_info["entity"], "project": project, "main": main_info["id"], "aux": aux},

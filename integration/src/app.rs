@@ -1,5 +1,6 @@
 //! The shared application state every handler and resolver sees.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -50,6 +51,27 @@ pub trait HistoryExports: Send + Sync + std::fmt::Debug {
     fn exports(&self, app: &AppState, run: &RunCell) -> Option<(Vec<String>, i64)>;
 }
 
+/// State owned by an extension module (e.g. artifacts), registered with
+/// [`AppState::register_extension`] and saved in the snapshot under [`Extension::name`].
+pub trait Extension: Any + Send + Sync + std::fmt::Debug {
+    /// Stable name (the snapshot key).
+    fn name(&self) -> &'static str;
+    /// The extension's state for the snapshot.
+    fn save(&self) -> serde_json::Value;
+    /// Restores state saved by [`Extension::save`] (called at registration after a restart).
+    fn restore(&self, state: serde_json::Value) -> anyhow::Result<()>;
+    /// Upcast for [`AppState::extension`].
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+/// Receives bytes PUT to a signed `/_upload/<kind>/<rest…>` URL whose `kind` it registered
+/// with [`AppState::register_upload_sink`]. The bytes are already in the blob store.
+pub trait UploadSink: Send + Sync + std::fmt::Debug {
+    /// Records the upload of `blob` for the decoded path segments after `<kind>`. An `Err`
+    /// message becomes a 404 response.
+    fn uploaded(&self, app: &AppState, segments: &[String], blob: Arc<Blob>) -> Result<(), String>;
+}
+
 /// Everything shared by the listeners, handlers and resolvers.
 #[derive(Debug)]
 pub struct AppState {
@@ -81,9 +103,38 @@ pub struct AppState {
     pub splice_nonce: String,
     /// Largest `first` honoured by paginated fields.
     pub max_page_size: usize,
+    /// Registered extension states.
+    pub extensions: RwLock<Vec<Arc<dyn Extension>>>,
+    /// Extension states read from the snapshot, waiting for their extension to register.
+    pub restored_extensions:
+        parking_lot::Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
+    /// Upload handlers by kind (`run` is built in).
+    pub upload_sinks: RwLock<std::collections::HashMap<String, Arc<dyn UploadSink>>>,
 }
 
 impl AppState {
+    /// Registers an extension's state, restoring it from the snapshot when one was loaded.
+    pub fn register_extension(&self, ext: Arc<dyn Extension>) -> anyhow::Result<()> {
+        if let Some(saved) = self.restored_extensions.lock().remove(ext.name()) {
+            ext.restore(saved)?;
+        }
+        self.extensions.write().push(ext);
+        Ok(())
+    }
+
+    /// The registered extension state of type `T`.
+    pub fn extension<T: Extension>(&self) -> Option<Arc<T>> {
+        self.extensions
+            .read()
+            .iter()
+            .find_map(|e| Arc::clone(e).as_any().downcast::<T>().ok())
+    }
+
+    /// Routes signed uploads to `/_upload/<kind>/…` to `sink`.
+    pub fn register_upload_sink(&self, kind: &str, sink: Arc<dyn UploadSink>) {
+        self.upload_sinks.write().insert(kind.to_string(), sink);
+    }
+
     /// Current emulator time.
     pub fn now(&self) -> Micros {
         self.clock.now()

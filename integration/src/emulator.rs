@@ -121,12 +121,13 @@ impl Emulator {
             Some(dir) => persist::load(dir, &blobs)?,
             None => None,
         };
-        let (mut world, applied_seeds, secret) = match restored {
-            Some(r) => (r.world, r.seeds, r.signer_secret),
+        let (mut world, applied_seeds, secret, restored_extensions) = match restored {
+            Some(r) => (r.world, r.seeds, r.signer_secret, r.extensions),
             None => (
                 World::new(Viewer::for_entity(&config.entity), now),
                 Vec::new(),
                 rand::random(),
+                Default::default(),
             ),
         };
         if world.viewer.entity != config.entity {
@@ -158,6 +159,9 @@ impl Emulator {
             history_exports: RwLock::new(None),
             splice_nonce: format!("{:016x}", rand::random::<u64>()),
             max_page_size: config.max_page_size,
+            extensions: RwLock::new(Vec::new()),
+            restored_extensions: parking_lot::Mutex::new(restored_extensions),
+            upload_sinks: RwLock::new(Default::default()),
         });
         if let Some(p) = &app.persister {
             p.attach(&app);

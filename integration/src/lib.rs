@@ -20,6 +20,7 @@ pub mod app;
 pub mod blobs;
 pub mod config;
 pub mod emulator;
+pub mod export;
 pub mod faults;
 pub mod http;
 pub mod json;

@@ -26,6 +26,8 @@ struct Snapshot {
     seeds: Vec<SeedSpec>,
     entities: Vec<EntitySnap>,
     blobs: Vec<BlobSnap>,
+    #[serde(default)]
+    extensions: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,6 +70,8 @@ pub struct Restored {
     pub seeds: Vec<SeedSpec>,
     /// The URL-signing secret.
     pub signer_secret: [u8; 32],
+    /// Extension states by name.
+    pub extensions: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 fn snapshot_path(dir: &Path) -> PathBuf {
@@ -126,6 +130,7 @@ pub fn load(dir: &Path, blobs: &BlobStore) -> anyhow::Result<Option<Restored>> {
         world,
         seeds: snap.seeds,
         signer_secret: secret,
+        extensions: snap.extensions,
     }))
 }
 
@@ -174,6 +179,14 @@ pub fn save(app: &AppState, dir: &Path, seeds: &[SeedSpec]) -> anyhow::Result<()
                 .into_iter()
                 .map(|(key, spec, md5)| BlobSnap { key, spec, md5 })
                 .collect(),
+            extensions: {
+                // Registered extensions save themselves; unclaimed restored states are kept.
+                let mut out = app.restored_extensions.lock().clone();
+                for ext in app.extensions.read().iter() {
+                    out.insert(ext.name().to_string(), ext.save());
+                }
+                out
+            },
         }
     };
     let bytes = serde_json::to_vec(&snap)?;
@@ -224,6 +237,9 @@ impl Persister {
         let thread = std::thread::Builder::new()
             .name("wandb-emulator-persist".into())
             .spawn(move || {
+                // Saving cost grows with the world (10,000 seeded runs ≈ tens of MB of JSON), so
+                // the pause between saves grows with it too: at most ~20% of a core.
+                let mut pause = debounce;
                 loop {
                     {
                         let mut flags = worker.flags.lock();
@@ -236,11 +252,13 @@ impl Persister {
                         let stopping = flags.stop;
                         drop(flags);
                         if !stopping {
-                            std::thread::sleep(debounce);
+                            std::thread::sleep(pause);
                         }
                         worker.flags.lock().dirty = false;
                     }
+                    let started = std::time::Instant::now();
                     worker.save_now();
+                    pause = debounce.max(started.elapsed() * 4);
                 }
             })
             .ok();

@@ -191,3 +191,37 @@ fn wrong_key_fails_cleanly_and_no_key_reaches_any_log() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[tokio::test]
+async fn fault_flags_and_seeds_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("keys");
+    std::fs::write(&key_file, TEST_KEY).expect("key file");
+    let server = Server::start(
+        &[
+            "--api-key-file",
+            key_file.to_str().expect("utf8"),
+            "--seed",
+            "emulator/p:runs=2,steps=10,keys=3,files=1,bigfile=0",
+            "--fault-5xx-burst",
+            "1",
+            "--fault-5xx-status",
+            "502",
+            "--poison-run",
+            "emulator/p/nosuchrun",
+            "--signed-url-ttl",
+            "5",
+        ],
+        std::fs::File::create(dir.path().join("err")).expect("log"),
+    );
+    let gql = support::gql::Gql::new(server.get("base_url").expect("base_url"), TEST_KEY);
+    let count = "query { project(name: \"p\", entityName: \"emulator\") { runCount } }";
+    assert_eq!(
+        gql.post(count, serde_json::json!({}), "").await.0,
+        502,
+        "--fault-5xx-burst 1"
+    );
+    let data = gql.data(count, serde_json::json!({})).await;
+    assert_eq!(data["project"]["runCount"], 2, "--seed applied");
+    server.stop();
+}

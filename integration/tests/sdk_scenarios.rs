@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::{Sandbox, TEST_KEY};
 use wandb_emulator::{
     Emulator, EmulatorConfig, FaultScope, FaultSettings, Listener, RateLimitFault, RouteKind,
@@ -74,6 +72,11 @@ fn sdk_writes_resumes_and_reads_back() {
     );
     assert!(writes.operation("CreateRunFiles") >= 1 && writes.route(RouteKind::Upload) >= 6);
     assert!(writes.route(RouteKind::FileStream) >= 6);
+    assert_eq!(
+        writes.operation("MarkRunFilesUploaded"),
+        1,
+        "run.upload_file() commits the file"
+    );
 
     emu.reset_counters();
     sandbox.run_ok(
@@ -160,5 +163,4 @@ fn sdk_writes_resumes_and_reads_back() {
     );
     eprintln!("429 storm: {limited} of {graphql} GraphQL requests limited, read scenario passed");
     emu.set_faults(FaultSettings::default());
-    let _ = Duration::ZERO;
 }

@@ -182,6 +182,7 @@ pub struct ArtifactRecord {
     /// Files announced while pending, by path.
     pub pending_files: BTreeMap<String, PendingFile>,
     /// Files of the committed version, sorted by path.
+    #[serde(with = "arc_vec")]
     pub files: Arc<Vec<FileEntry>>,
     /// Total size (sum of entry sizes).
     pub size: u64,
@@ -199,6 +200,23 @@ impl ArtifactRecord {
             Some(v) => format!("{}:v{v}", self.sequence),
             None => format!("{}:pending", self.sequence),
         }
+    }
+}
+
+/// Serde for `Arc<Vec<T>>` without serde's `rc` feature.
+mod arc_vec {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(v: &Arc<Vec<T>>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_slice().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Arc<Vec<T>>, D::Error> {
+        Vec::<T>::deserialize(d).map(Arc::new)
     }
 }
 

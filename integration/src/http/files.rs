@@ -71,7 +71,9 @@ pub async fn files_route(
     serve_blob(&blob, Some(&file), &name, &method, &headers)
 }
 
-/// `PUT /_upload/run/<e>/<p>/<r>/<name…>?exp&sig`: stores the bytes as the run file.
+/// `PUT /_upload/<kind>/<rest…>?exp&sig`: stores the bytes, then records them — as a run file
+/// for `run/<e>/<p>/<r>/<name…>`, else through the [`crate::app::UploadSink`] registered for
+/// `kind`.
 pub async fn upload(State(state): State<Arc<HttpState>>, uri: Uri, body: Bytes) -> Response<Body> {
     let app = &state.app;
     if let Err(e) = app
@@ -80,14 +82,26 @@ pub async fn upload(State(state): State<Arc<HttpState>>, uri: Uri, body: Bytes) 
     {
         return signature_error(e);
     }
-    let tail = uri.path().strip_prefix("/_upload/run/").unwrap_or("");
-    let Some(parts) = segments(tail).filter(|p| p.len() >= 4) else {
+    let tail = uri.path().strip_prefix("/_upload/").unwrap_or("");
+    let Some(parts) = segments(tail).filter(|p| p.len() >= 2) else {
         return error_response(StatusCode::NOT_FOUND, "unknown upload target");
     };
-    let key = RunKey::new(&parts[0], &parts[1], &parts[2]);
-    let name = parts[3..].join("/");
-    let Some(run) = app.run(&key.entity, &key.project, &key.name) else {
-        return error_response(StatusCode::NOT_FOUND, &format!("run {key} not found"));
+    let (kind, rest) = (parts[0].as_str(), &parts[1..]);
+    let sink = app.upload_sinks.read().get(kind).cloned();
+    if kind != "run" && sink.is_none() {
+        return error_response(StatusCode::NOT_FOUND, "unknown upload target");
+    }
+    let run = if kind == "run" {
+        if rest.len() < 4 {
+            return error_response(StatusCode::NOT_FOUND, "unknown upload target");
+        }
+        let key = RunKey::new(&rest[0], &rest[1], &rest[2]);
+        match app.run(&key.entity, &key.project, &key.name) {
+            Some(run) => Some(run),
+            None => return error_response(StatusCode::NOT_FOUND, &format!("run {key} not found")),
+        }
+    } else {
+        None
     };
     let blob = match app.blobs.put_bytes(body) {
         Ok(b) => b,
@@ -96,6 +110,17 @@ pub async fn upload(State(state): State<Arc<HttpState>>, uri: Uri, body: Bytes) 
             return error_response(StatusCode::INSUFFICIENT_STORAGE, "cannot store upload");
         }
     };
+    if let Some(sink) = sink.filter(|_| kind != "run") {
+        if let Err(message) = sink.uploaded(app, rest, blob) {
+            return error_response(StatusCode::NOT_FOUND, &message);
+        }
+        app.mark_dirty();
+        return Response::new(Body::empty());
+    }
+    let Some(run) = run else {
+        return error_response(StatusCode::NOT_FOUND, "unknown upload target");
+    };
+    let name = rest[3..].join("/");
     let now = app.now();
     {
         let mut rec = run.record.write();
