@@ -9,4 +9,5 @@
 
 pub mod client;
 pub mod mirror;
+pub mod store;
 pub mod values;
