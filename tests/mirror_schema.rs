@@ -600,6 +600,36 @@ async fn documents_listings_partial_updates_and_deletion_marks() {
     .unwrap();
     assert!(!m.run_metadata(run_b).await.unwrap().deleted);
 
+    // Artifact listings for the store.
+    let versions = m.list_artifact_versions(project).await.unwrap();
+    let shape: Vec<(String, i32, Vec<String>, bool)> = versions
+        .iter()
+        .map(|v| {
+            (
+                v.collection.clone(),
+                v.version_index,
+                v.aliases.clone(),
+                v.manifest_synced,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("mnist".to_string(), 0, vec!["v0".to_string()], true),
+            (
+                "mnist".to_string(),
+                1,
+                vec!["best".to_string(), "latest".into()],
+                false
+            ),
+        ]
+    );
+    let entries = m.manifest_entries(versions[0].version_pk).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].path, "train.csv");
+    assert_eq!(entries[0].size_bytes, Some(100));
+
     // Sync bookkeeping round-trips.
     let mut state = m.project_sync_state(project).await.unwrap();
     assert_eq!(state.created_watermark, None);

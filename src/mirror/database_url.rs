@@ -71,6 +71,14 @@ impl DatabaseUrl {
                     .to_string(),
             });
         };
+        if let Some(mode) = tls_mode_required(&text) {
+            return Err(MirrorError::InvalidUrl {
+                reason: format!(
+                    "sslmode={mode}: TLS connections are not supported yet; connect over a Unix \
+                     socket, a trusted network (sslmode=disable or prefer), or an SSH tunnel"
+                ),
+            });
+        }
         let url = DatabaseUrl { text };
         // Validate now so that a typo is reported before any connection attempt; the driver's
         // message names the bad option, never the password.
@@ -109,6 +117,17 @@ impl fmt::Debug for DatabaseUrl {
             .field(&self.redacted())
             .finish()
     }
+}
+
+/// The `sslmode` of a connection string when it demands TLS (`require`, `verify-ca`,
+/// `verify-full`).
+fn tls_mode_required(text: &str) -> Option<String> {
+    let pos = text.find("sslmode=")?;
+    let value: String = text[pos + "sslmode=".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    matches!(value.as_str(), "require" | "verify-ca" | "verify-full").then_some(value)
 }
 
 /// Rewrites asyncpg's `ssl=` query parameter into libpq's `sslmode=`.
@@ -246,6 +265,23 @@ mod tests {
             .to_string();
         assert!(!err.contains("s3cr3t"), "{err}");
         assert!(err.contains("bogus_option"), "{err}");
+    }
+
+    #[test]
+    fn tls_requirements_are_refused_clearly_until_supported() {
+        for u in [
+            "postgresql://u:pw@h/db?sslmode=require",
+            "postgres+asyncpg://u:pw@h/db?ssl=true",
+            "host=h sslmode=verify-full",
+        ] {
+            let err = DatabaseUrl::parse(u).unwrap_err().to_string();
+            assert!(
+                err.contains("TLS connections are not supported"),
+                "{u}: {err}"
+            );
+            assert!(!err.contains("pw"), "{err}");
+        }
+        assert!(DatabaseUrl::parse("postgresql://u@h/db?sslmode=prefer").is_ok());
     }
 
     #[test]

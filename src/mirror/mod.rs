@@ -242,6 +242,9 @@ pub async fn probe(url: &DatabaseUrl) -> Result<ServerProbe> {
     })
 }
 
+/// Advisory-lock key serialising database creation in the embedded cluster.
+const CREATE_DATABASE_LOCK_KEY: i64 = 0x0077_616e_6462_6664;
+
 /// Creates `dbname` in the embedded cluster unless it exists (tolerating a concurrent creator).
 async fn ensure_database(cluster: &EmbeddedCluster, dbname: &str) -> Result<()> {
     let (client, connection) = cluster
@@ -250,6 +253,12 @@ async fn ensure_database(cluster: &EmbeddedCluster, dbname: &str) -> Result<()> 
         .await
         .db("connecting to the embedded cluster")?;
     let conn_task = tokio::spawn(connection);
+    // Concurrent processes serialise here (a session advisory lock in the `postgres`
+    // database), so none connects between another's CREATE and its search_path setting.
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&CREATE_DATABASE_LOCK_KEY])
+        .await
+        .db("locking database creation")?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
         .await

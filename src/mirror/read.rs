@@ -79,6 +79,33 @@ pub struct RunSyncState {
     pub engine_state: serde_json::Value,
 }
 
+/// An artifact version in a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArtifactVersionSummary {
+    /// Mirror key.
+    pub version_pk: VersionPk,
+    /// Artifact type name.
+    pub type_name: String,
+    /// Collection name.
+    pub collection: String,
+    /// The N of `vN`.
+    pub version_index: i32,
+    /// Aliases pointing at this version, sorted.
+    pub aliases: Vec<String>,
+    /// Manifest digest (the version's e-tag).
+    pub digest: Option<String>,
+    /// Total size.
+    pub size_bytes: Option<i64>,
+    /// `PENDING` / `COMMITTED` / `DELETED`.
+    pub state: Option<String>,
+    /// Creation time.
+    pub created_at: Option<DateTime<Utc>>,
+    /// Update time.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// True once the manifest entries are mirrored.
+    pub manifest_synced: bool,
+}
+
 const METADATA_COLUMNS: &str = "p.entity, p.name, r.run_id, r.display_name, r.state, r.username,
     r.user_full_name, r.group_name, r.job_type, r.sweep, r.tags, r.notes, r.description,
     r.git_commit, r.created_at, r.heartbeat_at, r.updated_at, r.last_step,
@@ -350,6 +377,71 @@ impl Mirror {
                 mimetype: r.get(4),
                 url: r.get(5),
                 storage_id: r.get(6),
+            })
+            .collect())
+    }
+
+    /// All mirrored artifact versions of a project, ordered by type, collection and version.
+    pub async fn list_artifact_versions(
+        &self,
+        project: ProjectPk,
+    ) -> Result<Vec<ArtifactVersionSummary>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT v.version_pk, t.name, c.name, v.version_index,
+                        coalesce((SELECT array_agg(a.alias ORDER BY a.alias)
+                                  FROM wandb.artifact_aliases a
+                                  WHERE a.version_pk = v.version_pk), '{}'),
+                        v.digest, v.size_bytes, v.state, v.created_at, v.updated_at,
+                        v.manifest_synced
+                 FROM wandb.artifact_versions v
+                 JOIN wandb.artifact_collections c USING (collection_pk)
+                 JOIN wandb.artifact_types t ON t.type_pk = c.type_pk
+                 WHERE c.project_pk = $1
+                 ORDER BY t.name, c.name, v.version_index",
+                &[&project.0],
+            )
+            .await
+            .db("listing artifact versions")?;
+        Ok(rows
+            .iter()
+            .map(|r| ArtifactVersionSummary {
+                version_pk: VersionPk(r.get(0)),
+                type_name: r.get(1),
+                collection: r.get(2),
+                version_index: r.get(3),
+                aliases: r.get(4),
+                digest: r.get(5),
+                size_bytes: r.get(6),
+                state: r.get(7),
+                created_at: r.get(8),
+                updated_at: r.get(9),
+                manifest_synced: r.get(10),
+            })
+            .collect())
+    }
+
+    /// The mirrored manifest entries of an artifact version, sorted by path.
+    pub async fn manifest_entries(&self, version: VersionPk) -> Result<Vec<ManifestEntryRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT path, digest, size_bytes, ref, birth_artifact_id, extra
+                 FROM wandb.artifact_manifest_entries WHERE version_pk = $1 ORDER BY path",
+                &[&version.0],
+            )
+            .await
+            .db("reading manifest entries")?;
+        Ok(rows
+            .iter()
+            .map(|r| ManifestEntryRecord {
+                path: r.get(0),
+                digest: r.get(1),
+                size_bytes: r.get(2),
+                ref_uri: r.get(3),
+                birth_artifact_id: r.get(4),
+                extra: r.get(5),
             })
             .collect())
     }
