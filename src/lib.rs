@@ -4,10 +4,12 @@
 //! The crate is organised in layers, each with one job:
 //! - `client`: the W&B API client (GraphQL over HTTP, auth and settings resolved like the SDK).
 //! - `store`: `WandbStore`, the `object_store::ObjectStore` over runs, files and artifacts.
-//! - `mirror`: the Postgres mirror and its sync engine.
+//! - `mirror`: the Postgres mirror.
+//! - `sync`: the sync engine that fills the mirror from W&B.
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod mirror;
 pub mod store;
+pub mod sync;
 pub mod values;

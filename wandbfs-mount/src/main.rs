@@ -1,6 +1,8 @@
 //! The `wandbfs` command.
 
 mod db;
+mod sync;
+mod sync_progress;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,8 @@ enum Command {
     },
     /// Manage the mirror database (the embedded PostgreSQL cluster).
     Db(db::DbArgs),
+    /// Copy W&B projects or runs into the mirror database (incremental by default).
+    Sync(sync::SyncArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +37,6 @@ fn main() -> anyhow::Result<()> {
             )
         }
         Command::Db(args) => std::process::exit(db::run(args)?),
+        Command::Sync(args) => std::process::exit(sync::run(args)?),
     }
 }
