@@ -286,7 +286,12 @@ async fn a_failing_batch_leaves_everything_as_before() {
         .ingest_batch(run, Stream::History, &bad)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("database error"), "{err}");
+    // The server's own message (and where it happened) is part of the error text.
+    let text = err.to_string();
+    assert!(
+        text.contains("database error") && text.contains("json"),
+        "{text}"
+    );
 
     let after_state = db.mirror.run_sync_state(run).await.unwrap();
     assert_eq!(

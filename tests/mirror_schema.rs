@@ -502,18 +502,18 @@ async fn documents_listings_partial_updates_and_deletion_marks() {
             .unwrap()
             .is_none()
     );
-    let meta = m
-        .read_document(run_a, Document::Metadata)
-        .await
-        .unwrap()
-        .unwrap();
-    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
-    assert_eq!(meta["id"], "aaaa1111");
-    assert_eq!(meta["entity"], "team");
-    assert_eq!(meta["tags"], serde_json::json!(["baseline", "v1"]));
-    assert_eq!(meta["created_at"], "2023-11-14T22:13:20Z");
-    assert_eq!(meta["last_step"], 2);
-    assert_eq!(meta["deleted"], false);
+    let meta = m.run_metadata(run_a).await.unwrap();
+    assert_eq!(meta.id, "aaaa1111");
+    assert_eq!(meta.entity, "team");
+    assert_eq!(meta.tags, ["baseline", "v1"]);
+    assert_eq!(meta.created_at, Some(ts(0)));
+    assert_eq!(meta.last_step, Some(2));
+    assert!(!meta.deleted);
+    assert_eq!(
+        meta.summary.as_deref().map(str::as_bytes),
+        Some(&summary[..])
+    );
+    assert!(meta.config.as_deref().unwrap().contains("\"_wandb\""));
 
     // A lightweight update (no config/summary) keeps them; authoritative fields change.
     let light = RunRecord {

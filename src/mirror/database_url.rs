@@ -13,15 +13,21 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::path::PathBuf;
+
 use super::error::{MirrorError, Result};
+use super::tls::TlsPolicy;
 
 /// A Postgres connection string in libpq form (`postgresql://…` URL or `key=value` pairs).
 ///
 /// `Display`/`Debug` never show the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl {
-    /// The normalised connection string, password included.
+    /// The normalised connection string, password included, in the dialect `tokio_postgres`
+    /// parses (`sslmode=verify-*` and `sslrootcert` taken out into `tls`).
     text: String,
+    /// TLS policy from `sslmode` / `sslrootcert`.
+    tls: TlsPolicy,
 }
 
 /// The result of [`DatabaseUrl::parse`]: the URL and what was changed to get it.
@@ -71,15 +77,8 @@ impl DatabaseUrl {
                     .to_string(),
             });
         };
-        if let Some(mode) = tls_mode_required(&text) {
-            return Err(MirrorError::InvalidUrl {
-                reason: format!(
-                    "sslmode={mode}: TLS connections are not supported yet; connect over a Unix \
-                     socket, a trusted network (sslmode=disable or prefer), or an SSH tunnel"
-                ),
-            });
-        }
-        let url = DatabaseUrl { text };
+        let (text, tls) = extract_tls(&text, &mut normalised)?;
+        let url = DatabaseUrl { text, tls };
         // Validate now so that a typo is reported before any connection attempt; the driver's
         // message names the bad option, never the password.
         url.config()?;
@@ -89,8 +88,13 @@ impl DatabaseUrl {
     /// The `tokio_postgres` configuration for this URL.
     pub fn config(&self) -> Result<tokio_postgres::Config> {
         tokio_postgres::Config::from_str(&self.text).map_err(|e| MirrorError::InvalidUrl {
-            reason: format!("{e} (in {self})"),
+            reason: format!("{} (in {self})", super::error::describe_pg_error(&e)),
         })
+    }
+
+    /// How connections to this server are secured (from `sslmode` / `sslrootcert`).
+    pub fn tls_policy(&self) -> &TlsPolicy {
+        &self.tls
     }
 
     /// The URL with its password, for handing to another program through the environment
@@ -119,15 +123,108 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// The `sslmode` of a connection string when it demands TLS (`require`, `verify-ca`,
-/// `verify-full`).
-fn tls_mode_required(text: &str) -> Option<String> {
-    let pos = text.find("sslmode=")?;
-    let value: String = text[pos + "sslmode=".len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+/// Takes `sslmode=verify-ca|verify-full` and `sslrootcert=…` out of a connection string
+/// (`tokio_postgres` knows neither) and returns the rest with the TLS policy they describe.
+fn extract_tls(text: &str, notes: &mut Vec<String>) -> Result<(String, TlsPolicy)> {
+    let is_url = text.contains("://");
+    // URL query parameters are `&`-separated; key/value strings are whitespace-separated.
+    let (head, params, sep): (&str, Vec<&str>, &str) = if is_url {
+        match text.split_once('?') {
+            Some((head, query)) => (head, query.split('&').collect(), "&"),
+            None => (text, Vec::new(), "&"),
+        }
+    } else {
+        ("", text.split_whitespace().collect(), " ")
+    };
+    let mut mode: Option<String> = None;
+    let mut root_cert: Option<PathBuf> = None;
+    let mut kept: Vec<String> = Vec::new();
+    for param in params {
+        match param.split_once('=') {
+            Some(("sslmode", value)) => {
+                let value = value.trim_matches('\'').to_ascii_lowercase();
+                if value == "verify-ca" || value == "verify-full" {
+                    kept.push("sslmode=require".to_string());
+                } else {
+                    kept.push(format!("sslmode={value}"));
+                }
+                mode = Some(value);
+            }
+            Some(("sslrootcert", value)) => {
+                let value = value.trim_matches('\'');
+                root_cert = Some(PathBuf::from(if is_url {
+                    percent_decode(value)
+                } else {
+                    value.to_string()
+                }));
+            }
+            _ => kept.push(param.to_string()),
+        }
+    }
+    let policy = match mode.as_deref() {
+        Some("disable") => TlsPolicy::Disable,
+        Some("verify-ca") | Some("verify-full") => TlsPolicy::Verify { root_cert },
+        Some("allow") | Some("prefer") | Some("require") | None => {
+            if root_cert.is_some() {
+                notes.push(
+                    "sslrootcert is only used with sslmode=verify-ca/verify-full; ignored"
+                        .to_string(),
+                );
+            }
+            TlsPolicy::Encrypt
+        }
+        Some(other) => {
+            return Err(MirrorError::InvalidUrl {
+                reason: format!(
+                    "sslmode={other} is not one of disable, allow, prefer, require, verify-ca, \
+                     verify-full"
+                ),
+            });
+        }
+    };
+    // tokio_postgres has no `allow`; `prefer` is the closest (it also falls back to plain).
+    let kept: Vec<String> = kept
+        .into_iter()
+        .map(|p| {
+            if p == "sslmode=allow" {
+                "sslmode=prefer".into()
+            } else {
+                p
+            }
+        })
         .collect();
-    matches!(value.as_str(), "require" | "verify-ca" | "verify-full").then_some(value)
+    let rebuilt = if is_url {
+        if kept.is_empty() {
+            head.to_string()
+        } else {
+            format!("{head}?{}", kept.join(sep))
+        }
+    } else {
+        kept.join(sep)
+    };
+    Ok((rebuilt, policy))
+}
+
+/// Decodes `%XX` escapes of a URL query value.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && value.is_char_boundary(i + 1)
+            && value.is_char_boundary(i + 3)
+            && let Ok(b) = u8::from_str_radix(&value[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Rewrites asyncpg's `ssl=` query parameter into libpq's `sslmode=`.
@@ -268,20 +365,36 @@ mod tests {
     }
 
     #[test]
-    fn tls_requirements_are_refused_clearly_until_supported() {
-        for u in [
-            "postgresql://u:pw@h/db?sslmode=require",
-            "postgres+asyncpg://u:pw@h/db?ssl=true",
-            "host=h sslmode=verify-full",
-        ] {
-            let err = DatabaseUrl::parse(u).unwrap_err().to_string();
-            assert!(
-                err.contains("TLS connections are not supported"),
-                "{u}: {err}"
-            );
-            assert!(!err.contains("pw"), "{err}");
-        }
-        assert!(DatabaseUrl::parse("postgresql://u@h/db?sslmode=prefer").is_ok());
+    fn sslmode_and_sslrootcert_become_a_tls_policy() {
+        let parse = |u: &str| DatabaseUrl::parse(u).unwrap().url;
+        assert_eq!(
+            parse("postgresql://u@h/db").tls_policy(),
+            &TlsPolicy::Encrypt
+        );
+        assert_eq!(
+            parse("postgresql://u@h/db?sslmode=disable").tls_policy(),
+            &TlsPolicy::Disable
+        );
+        let url = parse("postgresql://u@h/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem");
+        assert_eq!(
+            url.tls_policy(),
+            &TlsPolicy::Verify {
+                root_cert: Some(PathBuf::from("/etc/ca.pem"))
+            }
+        );
+        assert_eq!(url.expose_secret(), "postgresql://u@h/db?sslmode=require");
+        let kv = parse("host=h sslmode=verify-ca sslrootcert=/ca.pem dbname=x");
+        assert_eq!(kv.expose_secret(), "host=h sslmode=require dbname=x");
+        assert!(matches!(kv.tls_policy(), TlsPolicy::Verify { .. }));
+        let asyncpg = parse("postgres+asyncpg://u@h/db?ssl=require");
+        assert_eq!(asyncpg.tls_policy(), &TlsPolicy::Encrypt);
+        let err = DatabaseUrl::parse("postgresql://u:pw@h/db?sslmode=bogus")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sslmode=bogus") && !err.contains("pw"),
+            "{err}"
+        );
     }
 
     #[test]

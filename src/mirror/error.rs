@@ -124,7 +124,7 @@ pub enum MirrorError {
     Inconsistent(String),
 
     /// Postgres reported an error.
-    #[error("database error while {context}: {source}")]
+    #[error("database error while {context}: {}", describe_pg_error(.source))]
     Db {
         /// What we were doing.
         context: &'static str,
@@ -136,6 +136,32 @@ pub enum MirrorError {
     /// No connection could be taken from the pool.
     #[error("cannot get a database connection: {0}")]
     Pool(String),
+}
+
+/// A `tokio_postgres` error with its cause: the driver's own `Display` says only "db error"
+/// and keeps the server's message in `source()`. Server messages never contain the password.
+pub fn describe_pg_error(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" (detail: {detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!(" (hint: {hint})"));
+        }
+        if let Some(context) = db.where_() {
+            text.push_str(&format!(" (where: {context})"));
+        }
+        return text;
+    }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Result alias of the mirror layer.

@@ -21,6 +21,7 @@ mod read;
 pub mod schema;
 mod sqljson;
 pub mod testing;
+pub mod tls;
 mod write;
 
 use std::sync::Arc;
@@ -32,12 +33,13 @@ use tokio_postgres::NoTls;
 
 pub use database_url::{DatabaseUrl, ParsedDatabaseUrl};
 pub use embedded::{ClusterOptions, EmbeddedCluster};
-pub use error::{MirrorError, Result};
+pub use error::{MirrorError, Result, describe_pg_error};
 pub use ingest::{
     CHUNK_TARGET_BYTES, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, IngestOutcome, StreamWriter,
 };
 pub use model::*;
 pub use read::{Document, RunSummary, RunSyncState};
+pub use tls::TlsPolicy;
 pub use write::{ProjectSyncState, RunOutcome};
 
 use error::DbContext;
@@ -140,7 +142,7 @@ impl Mirror {
     /// needed, then migrates or checks the schema.
     pub async fn connect(target: &DatabaseTarget, options: &ConnectOptions) -> Result<Self> {
         match target {
-            DatabaseTarget::Url(url) => Self::connect_config(url.config()?, options).await,
+            DatabaseTarget::Url(url) => Self::connect_url(url, options).await,
             DatabaseTarget::Embedded(cluster_options) => {
                 let cluster_options = cluster_options.clone();
                 let cluster = tokio::task::spawn_blocking(move || {
@@ -171,13 +173,22 @@ impl Mirror {
         config: tokio_postgres::Config,
         options: &ConnectOptions,
     ) -> Result<Self> {
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager = Manager::from_config(config, NoTls, manager_config());
+        Self::from_manager(manager, options).await
+    }
+
+    /// Connects to an external server, with TLS as the URL's `sslmode` asks
+    /// ([`tls::TlsPolicy`]).
+    pub async fn connect_url(url: &DatabaseUrl, options: &ConnectOptions) -> Result<Self> {
+        let config = url.config()?;
+        let manager = match tls::connector(url.tls_policy())? {
+            Some(tls) => Manager::from_config(config, tls, manager_config()),
+            None => Manager::from_config(config, NoTls, manager_config()),
+        };
+        Self::from_manager(manager, options).await
+    }
+
+    async fn from_manager(manager: Manager, options: &ConnectOptions) -> Result<Self> {
         let pool = Pool::builder(manager)
             .max_size(options.max_connections.max(2))
             .wait_timeout(Some(options.wait_timeout))
@@ -222,12 +233,27 @@ pub struct ServerProbe {
 
 /// Connects once to `url` and reports the server and schema versions, changing nothing.
 pub async fn probe(url: &DatabaseUrl) -> Result<ServerProbe> {
-    let (client, connection) = url
-        .config()?
-        .connect(NoTls)
-        .await
-        .db("connecting to the database")?;
-    let task = tokio::spawn(connection);
+    let config = url.config()?;
+    let (client, task) = match tls::connector(url.tls_policy())? {
+        Some(tls) => {
+            let (client, connection) =
+                config.connect(tls).await.db("connecting to the database")?;
+            (
+                client,
+                tokio::spawn(async move { connection.await.map(drop) }),
+            )
+        }
+        None => {
+            let (client, connection) = config
+                .connect(NoTls)
+                .await
+                .db("connecting to the database")?;
+            (
+                client,
+                tokio::spawn(async move { connection.await.map(drop) }),
+            )
+        }
+    };
     let server_version: String = client
         .query_one("SHOW server_version", &[])
         .await
@@ -240,6 +266,12 @@ pub async fn probe(url: &DatabaseUrl) -> Result<ServerProbe> {
         server_version,
         schema_version,
     })
+}
+
+fn manager_config() -> ManagerConfig {
+    ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    }
 }
 
 /// Advisory-lock key serialising database creation in the embedded cluster.

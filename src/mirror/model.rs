@@ -5,7 +5,6 @@
 //! keeps it byte for byte for the synthetic files and derives the SQL (`jsonb`) form itself.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 /// Mirror key of a project (`wandb.projects.project_pk`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -225,8 +224,9 @@ impl ArtifactDirection {
     }
 }
 
-/// A run as stored in the mirror, for listings and `metadata.json`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// A run as stored in the mirror: everything the synthetic files of a run are rendered from
+/// (`crate::store::render` turns it into `metadata.json`, `config.json`, `summary.json`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct RunMetadata {
     /// Entity name.
     pub entity: String,
@@ -274,16 +274,12 @@ pub struct RunMetadata {
     pub deleted_at: Option<DateTime<Utc>>,
     /// Last time the mirror refreshed this run.
     pub last_synced_at: DateTime<Utc>,
-    /// Mirror key (not serialised).
-    #[serde(skip)]
+    /// `config` as W&B's JSON text, verbatim.
+    pub config: Option<String>,
+    /// `summaryMetrics` as W&B's JSON text, verbatim.
+    pub summary: Option<String>,
+    /// `systemMetrics` as W&B's JSON text, verbatim.
+    pub system_metrics: Option<String>,
+    /// Mirror key.
     pub run_pk: RunPk,
-}
-
-/// Renders `metadata.json`: pretty-printed, keys in the fixed order of [`RunMetadata`]'s
-/// fields, times in RFC 3339 UTC, newline-terminated.
-pub fn render_metadata_json(meta: &RunMetadata) -> String {
-    // Serialising a struct of strings, numbers and times cannot fail.
-    let mut text = serde_json::to_string_pretty(meta).unwrap_or_else(|_| "{}".to_string());
-    text.push('\n');
-    text
 }

@@ -15,14 +15,12 @@ use super::{Mirror, Stream};
 /// A small synthetic document of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Document {
-    /// `config.json`: W&B's `config` text, verbatim.
+    /// W&B's `config` text, verbatim (`config.json` is rendered from it by the store).
     Config,
-    /// `summary.json`: W&B's `summaryMetrics` text, verbatim.
+    /// W&B's `summaryMetrics` text, verbatim (`summary.json` is it plus a newline).
     Summary,
     /// W&B's `systemMetrics` text, verbatim.
     SystemMetrics,
-    /// `metadata.json`: the run record, rendered by [`render_metadata_json`].
-    Metadata,
 }
 
 /// A run in a listing.
@@ -109,7 +107,8 @@ pub struct ArtifactVersionSummary {
 const METADATA_COLUMNS: &str = "p.entity, p.name, r.run_id, r.display_name, r.state, r.username,
     r.user_full_name, r.group_name, r.job_type, r.sweep, r.tags, r.notes, r.description,
     r.git_commit, r.created_at, r.heartbeat_at, r.updated_at, r.last_step,
-    r.history_line_count, r.storage_id, r.deleted, r.deleted_at, r.last_synced_at, r.run_pk";
+    r.history_line_count, r.storage_id, r.deleted, r.deleted_at, r.last_synced_at,
+    r.config_text, r.summary_text, r.system_metrics_text, r.run_pk";
 
 impl Mirror {
     /// The run key for `entity/project/run_id`, if the run is mirrored.
@@ -242,10 +241,6 @@ impl Mirror {
             Document::Config => "config_text",
             Document::Summary => "summary_text",
             Document::SystemMetrics => "system_metrics_text",
-            Document::Metadata => {
-                let meta = self.run_metadata(run).await?;
-                return Ok(Some(Bytes::from(render_metadata_json(&meta))));
-            }
         };
         let client = self.client().await?;
         let row = client
@@ -261,7 +256,8 @@ impl Mirror {
         Ok(row.get::<_, Option<String>>(0).map(Bytes::from))
     }
 
-    /// The run record behind `metadata.json`.
+    /// The run record and its texts: everything the small synthetic files are rendered from,
+    /// in one statement.
     pub async fn run_metadata(&self, run: RunPk) -> Result<RunMetadata> {
         let client = self.client().await?;
         let row = client
@@ -301,7 +297,10 @@ impl Mirror {
             deleted: row.get(20),
             deleted_at: row.get(21),
             last_synced_at: row.get(22),
-            run_pk: RunPk(row.get(23)),
+            config: row.get(23),
+            summary: row.get(24),
+            system_metrics: row.get(25),
+            run_pk: RunPk(row.get(26)),
         })
     }
 
