@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use wandb_emulator::export::{ExportConfig, ParquetExports};
 use wandb_emulator::{
     Emulator, EmulatorConfig, ErrorBurst, FaultScope, FaultSettings, LatencyFault, RateLimitFault,
     RequestFault, RunKey, SeedSpec,
@@ -74,6 +75,13 @@ struct Args {
     /// Server worker threads.
     #[arg(long, default_value_t = 2)]
     worker_threads: usize,
+    /// Export the history of ended runs as parquet (`parquetHistory.parquetUrls`) this many
+    /// seconds after their last heartbeat (0 = at once). Without it nothing is ever exported.
+    #[arg(long)]
+    export_delay: Option<f64>,
+    /// Rows per exported parquet file.
+    #[arg(long, default_value_t = 100_000)]
+    export_rows_per_file: usize,
 }
 
 fn faults(args: &Args) -> anyhow::Result<FaultSettings> {
@@ -143,6 +151,14 @@ fn main() -> anyhow::Result<()> {
         ..EmulatorConfig::default()
     };
     let emulator = Emulator::start_with(config)?;
+    if let Some(secs) = args.export_delay {
+        let delay = Duration::try_from_secs_f64(secs)
+            .with_context(|| format!("--export-delay {secs}: not a duration in seconds"))?;
+        ParquetExports::install(
+            &emulator,
+            ExportConfig::after(delay).rows_per_file(args.export_rows_per_file),
+        );
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "base_url={}", emulator.base_url())?;
