@@ -1,0 +1,268 @@
+//! `wandbfs sync` as a real process against an in-process emulator and a throwaway Postgres:
+//!
+//! - **Crash safety**: the process is killed with SIGKILL at ≥ 10 random moments of a large
+//!   sync (while rows keep arriving on live runs and a finished run is edited), resumed each
+//!   time; the final mirror equals the emulator's ground truth exactly — every row of every
+//!   run, no duplicates, run fields equal.
+//! - **Faults**: under a 429/5xx/reset storm with one poisoned run, the sync completes every
+//!   other run, exits with status 2, and both summaries (JSON and text) name the poisoned run.
+
+#[path = "../../tests/sync_support/truth.rs"]
+mod truth;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use wandb_emulator::{
+    Emulator, EmulatorConfig, FaultScope, FaultSettings, RateLimitFault, RequestFault, RunKey,
+    SeedSpec,
+};
+use wandbfs::mirror::testing::{TestDatabase, fresh_database, shared_cluster};
+
+const WANDBFS: &str = env!("CARGO_BIN_EXE_wandbfs");
+
+/// A `wandbfs sync` command against `emu`, writing into `db`, isolated from the user's W&B
+/// settings.
+fn sync_command(
+    emu: &Emulator,
+    db: &TestDatabase,
+    home: &std::path::Path,
+    args: &[&str],
+) -> Command {
+    let url = shared_cluster()
+        .expect("cluster")
+        .cluster()
+        .connection_string(&db.name);
+    let mut cmd = Command::new(WANDBFS);
+    cmd.arg("sync")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("WANDB_CONFIG_DIR", home.join("wandb"))
+        .env("WANDB_BASE_URL", emu.base_url())
+        .env("WANDB_API_KEY", emu.api_key())
+        .env("WANDBFS_DATABASE_URL", url)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn new_rows(last_step: i64, n: i64, salt: u64) -> Vec<String> {
+    (last_step + 1..=last_step + n)
+        .map(|s| {
+            format!(
+                r#"{{"_step":{s},"loss":{},"salt":{salt},"nested":{{"ü":[1,NaN]}}}}"#,
+                1.0 / (s + 1) as f64
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_then_resume_converges_exactly() {
+    const ENTITY: &str = "emulator";
+    const PROJECT: &str = "crash";
+    let spec = SeedSpec::new(ENTITY, PROJECT)
+        .runs(40)
+        .steps(12_500)
+        .keys(20)
+        .files(4)
+        .bigfile(0);
+    let emu = Emulator::start_with(EmulatorConfig::default().seed(spec)).expect("emulator");
+    let db = fresh_database().await.expect("throwaway Postgres");
+    let home = tempfile::tempdir().expect("home");
+    let target = format!("{ENTITY}/{PROJECT}");
+    let args = [
+        target.as_str(),
+        "--quiet",
+        "--max-rps",
+        "0",
+        "--jobs",
+        "4",
+        "--history-page-rows",
+        "1000",
+    ];
+    let keys = emu.runs(ENTITY, PROJECT);
+    let live: Vec<RunKey> = keys
+        .iter()
+        .filter(|k| emu.run_info(k).is_some_and(|i| i.state == "running"))
+        .cloned()
+        .collect();
+    assert!(!live.is_empty());
+
+    let sql = db.raw_client().await.unwrap();
+    let mirrored = || async {
+        sql.query_one("SELECT count(*) FROM wandb.history", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let mut progress = Vec::new();
+    let mut rng = rand::rng();
+    let mut kills = 0;
+    let mut attempts = 0;
+    let started = Instant::now();
+    while kills < 12 {
+        attempts += 1;
+        assert!(
+            attempts < 40,
+            "the sync kept finishing before it could be killed"
+        );
+        let mut child: Child = sync_command(&emu, &db, home.path(), &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wandbfs starts");
+        let delay = Duration::from_millis(rng.random_range(120..900));
+        tokio::time::sleep(delay).await;
+        if child.try_wait().expect("poll").is_none() {
+            child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix.
+            let status = child.wait().expect("reap");
+            assert!(!status.success());
+            kills += 1;
+            progress.push(mirrored().await);
+        } else {
+            let out = child.wait_with_output().expect("output");
+            assert!(out.status.success(), "{}", text(&out));
+        }
+        // The source keeps changing between attempts: rows arrive on live runs, a finished
+        // run is edited.
+        let run = &live[kills % live.len()];
+        let last = emu.run_info(run).unwrap().last_step.unwrap();
+        emu.append_history(run, &new_rows(last, rng.random_range(1..300), kills as u64))
+            .unwrap();
+        if kills % 4 == 1 {
+            let tags = format!("tag-{kills}");
+            emu.set_tags(&keys[0], &[tags.as_str(), "crash"]).unwrap();
+        }
+    }
+    eprintln!(
+        "{kills} kills in {attempts} attempts over {:.1}s; rows mirrored at each kill: \
+         {progress:?}",
+        started.elapsed().as_secs_f64()
+    );
+    // The kills landed while history was being written, not only before or after it.
+    let total = 40 * 12_500;
+    let mid_ingest = progress.iter().filter(|&&n| n > 0 && n < total).count();
+    assert!(mid_ingest >= 8, "{progress:?}");
+
+    // Resume to the end: success, then nothing left to do.
+    let out = sync_command(
+        &emu,
+        &db,
+        home.path(),
+        &[&target, "--json", "--max-rps", "0"],
+    )
+    .output()
+    .expect("wandbfs runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
+    assert_eq!(report["failures"], serde_json::json!([]), "{report}");
+    let out = sync_command(
+        &emu,
+        &db,
+        home.path(),
+        &[&target, "--json", "--max-rps", "0"],
+    )
+    .output()
+    .expect("wandbfs runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
+    assert_eq!(report["rows"], 0, "{report}");
+    assert_eq!(report["runs_synced"], 0, "{report}");
+
+    let rows = truth::assert_mirror_matches(&emu, &db, ENTITY, PROJECT).await;
+    assert!(rows > 40 * 12_500, "{rows}");
+    // No duplicates anywhere.
+    let dupes: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM (SELECT run_pk, step FROM wandb.history
+                                   GROUP BY 1, 2 HAVING count(*) > 1) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dupes, 0);
+    eprintln!(
+        "mirror equals the emulator: {rows} rows in {} runs",
+        keys.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_and_a_poisoned_run_fail_only_that_run_with_status_2() {
+    const ENTITY: &str = "emulator";
+    const PROJECT: &str = "faults";
+    let spec = SeedSpec::new(ENTITY, PROJECT)
+        .runs(8)
+        .steps(300)
+        .keys(6)
+        .files(3)
+        .bigfile(0);
+    let emu = Emulator::start_with(EmulatorConfig::default().seed(spec)).expect("emulator");
+    let poisoned = emu.runs(ENTITY, PROJECT)[2].clone();
+    let mut faults = FaultSettings {
+        rate_limit: Some(RateLimitFault {
+            fraction: 0.25,
+            retry_after: "0.01".into(),
+            scope: FaultScope::Graphql,
+        }),
+        reset: Some(RequestFault::fraction(0.03, FaultScope::Graphql)),
+        ..FaultSettings::default()
+    };
+    faults.poisoned_runs.insert(poisoned.clone());
+    emu.set_faults(faults);
+    let db = fresh_database().await.expect("throwaway Postgres");
+    let home = tempfile::tempdir().expect("home");
+    let target = format!("{ENTITY}/{PROJECT}");
+    let retry = [
+        ("WANDB__GRAPHQL_RETRY_MAX", "11"),
+        ("WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS", "0.005"),
+        ("WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS", "0.04"),
+    ];
+
+    let out = sync_command(
+        &emu,
+        &db,
+        home.path(),
+        &[&target, "--json", "--max-rps", "0"],
+    )
+    .envs(retry)
+    .output()
+    .expect("wandbfs runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
+    assert_eq!(report["runs_synced"], 7, "{report}");
+    assert_eq!(report["runs_failed"], 1, "{report}");
+    assert_eq!(
+        report["failures"][0]["run"],
+        poisoned.to_string(),
+        "{report}"
+    );
+    assert!(report["api"]["retries"].as_u64().unwrap() > 0, "{report}");
+    truth::assert_mirror_matches_except(&emu, &db, ENTITY, PROJECT, &[&poisoned.name]).await;
+
+    // The human summary names it too, and a repeat attempt fails the same way.
+    let out = sync_command(&emu, &db, home.path(), &[&target, "--max-rps", "0"])
+        .envs(retry)
+        .output()
+        .expect("wandbfs runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("run {poisoned} failed")),
+        "{}",
+        text(&out)
+    );
+}
