@@ -266,6 +266,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         elapsed.as_secs_f64(),
         rendered as f64 / (1 << 20) as f64
     );
+    // SQL over the mirror: one metric of the whole run through the long-format view, and the
+    // same directly from the jsonb rows.
+    for (what, sql) in [
+        (
+            "metrics view, one key",
+            "SELECT count(*), avg(value) FROM wandb.metrics
+             WHERE entity = 'bench' AND project = 'bench' AND run_id = 'bench0001'
+               AND key = 'train/metric_00'",
+        ),
+        (
+            "jsonb rows, one key",
+            "SELECT count(*), avg(wandb.as_float8(row -> 'train/metric_00'))
+             FROM wandb.history WHERE run_pk = (SELECT run_pk FROM wandb.runs
+                                                WHERE run_id = 'bench0001')",
+        ),
+    ] {
+        let started = Instant::now();
+        let row = raw.query_one(sql, &[]).await?;
+        let n: i64 = row.get(0);
+        assert_eq!(n, rows);
+        let elapsed = started.elapsed();
+        println!(
+            "sql: {what}: {:.2}s ({:.0} rows/s)",
+            elapsed.as_secs_f64(),
+            rows as f64 / elapsed.as_secs_f64()
+        );
+    }
     println!("peak RSS of this process: {:.0} MiB", peak_rss_mib());
     drop(mirror);
     drop(raw);

@@ -181,7 +181,7 @@ async fn seed(mirror: &Mirror) -> (ProjectPk, RunPk, RunPk) {
         (0, r#"{"_step":0,"loss":1.5,"acc":0.1,"sub":{"x":2}}"#),
         (
             1,
-            r#"{"_step":1,"loss":NaN,"acc":0.2,"img":{"_type":"image-file","path":"a.png"}}"#,
+            r#"{"_step":1,"loss":NaN,"acc":0.2,"img":{"_type":"image-file","path":"a.png","width":28}}"#,
         ),
         (2, r#"{"_step":2,"loss":-Infinity,"acc":0.3,"label":"cat"}"#),
     ];

@@ -255,20 +255,35 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     END
 $$;
 
--- Every numeric leaf of a document, with dotted paths (`a.b.c`) like W&B's history keys.
--- Arrays are not descended into (W&B keys do not index arrays).
-CREATE FUNCTION wandb.numeric_leaves(doc jsonb)
+-- Every numeric leaf below `doc`, with dotted paths starting at `prefix` (`a.b.c`, like W&B's
+-- history keys). Media objects (with a `_type`) and arrays are not descended into.
+CREATE FUNCTION wandb.nested_numeric_leaves(prefix text, doc jsonb)
 RETURNS TABLE (key text, value float8)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     WITH RECURSIVE leaves(key, v) AS (
-        SELECT e.key, e.value FROM jsonb_each(CASE WHEN jsonb_typeof(doc) = 'object'
-                                                   THEN doc ELSE '{}'::jsonb END) AS e
+        SELECT prefix || '.' || e.key, e.value
+        FROM jsonb_each(CASE WHEN jsonb_typeof(doc) = 'object' AND NOT doc ? '_type'
+                             THEN doc ELSE '{}'::jsonb END) AS e
         UNION ALL
         SELECT l.key || '.' || e.key, e.value
         FROM leaves l, jsonb_each(l.v) AS e
-        WHERE jsonb_typeof(l.v) = 'object'
+        WHERE jsonb_typeof(l.v) = 'object' AND NOT l.v ? '_type'
     )
     SELECT key, wandb.as_float8(v) FROM leaves WHERE wandb.as_float8(v) IS NOT NULL
+$$;
+
+-- Every numeric leaf of a document (top-level keys as they are, nested ones dotted).
+CREATE FUNCTION wandb.numeric_leaves(doc jsonb)
+RETURNS TABLE (key text, value float8)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT e.key, wandb.as_float8(e.value)
+    FROM jsonb_each(CASE WHEN jsonb_typeof(doc) = 'object' THEN doc ELSE '{}'::jsonb END) AS e
+    WHERE wandb.as_float8(e.value) IS NOT NULL
+    UNION ALL
+    SELECT n.key, n.value
+    FROM jsonb_each(CASE WHEN jsonb_typeof(doc) = 'object' THEN doc ELSE '{}'::jsonb END) AS e,
+         wandb.nested_numeric_leaves(e.key, e.value) AS n
+    WHERE jsonb_typeof(e.value) = 'object'
 $$;
 
 -- Python's `run.config`: `{"k": {"value": v, "desc": d}}` becomes `{"k": v}`; other shapes are
@@ -374,24 +389,47 @@ FROM wandb.history h JOIN wandb.runs r USING (run_pk) JOIN wandb.projects p USIN
 
 -- Long-format numeric history, like Fivetran's W&B connector: one row per (run, step, key) for
 -- every numeric leaf (nested keys dotted); NaN/±Infinity come out as float8 NaN/±Infinity.
--- `_step` itself is left out (it is the `step` column).
+-- `_step` itself is left out (it is the `step` column). Top-level keys are expanded inline (so
+-- a filter on `key` is cheap); only object values go through the recursive function.
 CREATE VIEW wandb.metrics AS
-SELECT p.entity, p.name AS project, r.run_id, h.step, m.key, m.value
+SELECT p.entity, p.name AS project, r.run_id, h.step, e.key, wandb.as_float8(e.value) AS value
 FROM wandb.history h
 JOIN wandb.runs r USING (run_pk)
 JOIN wandb.projects p USING (project_pk)
-CROSS JOIN LATERAL wandb.numeric_leaves(h.row) AS m
-WHERE m.key <> '_step';
+CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(h.row) = 'object' THEN h.row
+                                   ELSE '{}'::jsonb END) AS e
+WHERE e.key <> '_step' AND wandb.as_float8(e.value) IS NOT NULL
+UNION ALL
+SELECT p.entity, p.name AS project, r.run_id, h.step, n.key, n.value
+FROM wandb.history h
+JOIN wandb.runs r USING (run_pk)
+JOIN wandb.projects p USING (project_pk)
+CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(h.row) = 'object' THEN h.row
+                                   ELSE '{}'::jsonb END) AS e
+CROSS JOIN LATERAL wandb.nested_numeric_leaves(e.key, e.value) AS n
+WHERE jsonb_typeof(e.value) = 'object';
 
--- The same for system-metric events; `ts` is the event's `_timestamp`.
+-- The same for system events; `ts` is the event's `_timestamp`.
 CREATE VIEW wandb.system_metrics AS
 SELECT p.entity, p.name AS project, r.run_id, s.seq,
-       to_timestamp(wandb.as_float8(s.row -> '_timestamp')) AS ts, m.key, m.value
+       to_timestamp(wandb.as_float8(s.row -> '_timestamp')) AS ts, e.key,
+       wandb.as_float8(e.value) AS value
 FROM wandb.system_events s
 JOIN wandb.runs r USING (run_pk)
 JOIN wandb.projects p USING (project_pk)
-CROSS JOIN LATERAL wandb.numeric_leaves(s.row) AS m
-WHERE m.key NOT IN ('_timestamp', '_wandb');
+CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(s.row) = 'object' THEN s.row
+                                   ELSE '{}'::jsonb END) AS e
+WHERE e.key NOT IN ('_timestamp', '_wandb') AND wandb.as_float8(e.value) IS NOT NULL
+UNION ALL
+SELECT p.entity, p.name AS project, r.run_id, s.seq,
+       to_timestamp(wandb.as_float8(s.row -> '_timestamp')) AS ts, n.key, n.value
+FROM wandb.system_events s
+JOIN wandb.runs r USING (run_pk)
+JOIN wandb.projects p USING (project_pk)
+CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(s.row) = 'object' THEN s.row
+                                   ELSE '{}'::jsonb END) AS e
+CROSS JOIN LATERAL wandb.nested_numeric_leaves(e.key, e.value) AS n
+WHERE jsonb_typeof(e.value) = 'object';
 
 -- Run files with names.
 CREATE VIEW wandb.files AS
