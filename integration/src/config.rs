@@ -7,8 +7,15 @@ use std::time::Duration;
 use crate::faults::FaultSettings;
 use crate::seed::SeedSpec;
 
-/// Server features advertised by default (`serverInfo.features`).
-pub const DEFAULT_FEATURES: &[&str] = &["MARK_RUN_FILES_UPLOADED"];
+/// Server features advertised by default (`serverInfo.features`). The artifact ones make the
+/// SDK request fields the emulator serves (`totalCount` of file connections, `digestAlgorithm`,
+/// the artifact's entity/project in `useArtifact`).
+pub const DEFAULT_FEATURES: &[&str] = &[
+    "MARK_RUN_FILES_UPLOADED",
+    "TOTAL_COUNT_IN_FILE_CONNECTION",
+    "ARTIFACT_DIGEST_ALGORITHM",
+    "USE_ARTIFACT_WITH_ENTITY_AND_PROJECT_INFORMATION",
+];
 
 /// How to start an emulator. `Default` gives an in-memory emulator on ephemeral loopback ports
 /// with one generated API key.

@@ -163,6 +163,7 @@ impl Emulator {
             restored_extensions: parking_lot::Mutex::new(restored_extensions),
             upload_sinks: RwLock::new(Default::default()),
         });
+        crate::artifacts::install(&app)?;
         if let Some(p) = &app.persister {
             p.attach(&app);
         }
@@ -249,6 +250,9 @@ impl Emulator {
             let mut world = self.app.world.write();
             seed_project(&mut world, &self.app.blobs, spec, now)?
         };
+        if spec.artifacts > 0 {
+            crate::artifacts::seed::seed_artifacts(&self.app, spec, &report.runs)?;
+        }
         if let Some(p) = &self.app.persister {
             p.add_seed(spec.clone());
         }

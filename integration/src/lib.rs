@@ -14,9 +14,11 @@
 //! Module map (see `ARCHITECTURE.md`): [`state`] (entities → projects → runs), [`schema`]
 //! (GraphQL, composable with `MergedObject`), [`http`] (listeners, routes, faults, logging),
 //! [`blobs`] (content store), [`signing`] (signed URLs), [`query`] (filters, order, paging),
-//! [`seed`] (fixtures), [`faults`], [`reqlog`], [`persist`].
+//! [`seed`] (fixtures), [`faults`], [`reqlog`], [`persist`], [`artifacts`] (types, collections,
+//! versions, manifests; the GraphQL side is [`schema::artifacts`]).
 
 pub mod app;
+pub mod artifacts;
 pub mod blobs;
 pub mod config;
 pub mod emulator;
@@ -32,6 +34,9 @@ pub mod seed;
 pub mod signing;
 pub mod state;
 
+pub use artifacts::{
+    ArtifactCollectionInfo, ArtifactFileInfo, ArtifactVersionInfo, FileContent, NewArtifactVersion,
+};
 pub use config::{EmulatorConfig, generate_api_key};
 pub use emulator::{Emulator, RunEdit, RunInfo};
 pub use faults::{

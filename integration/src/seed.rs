@@ -171,10 +171,21 @@ pub struct SeedSpec {
     pub seed: u64,
     /// Size of the large generated file on the first run (0 = none).
     pub bigfile: u64,
+    /// Artifact collections (see [`crate::artifacts::seed`]; 0 = none).
+    #[serde(default)]
+    pub artifacts: u32,
+    /// Size of the lazily generated file in the first artifact collection (0 = none).
+    #[serde(default = "default_artifact_bigfile")]
+    pub artifact_bigfile: u64,
+}
+
+fn default_artifact_bigfile() -> u64 {
+    16 << 20
 }
 
 impl SeedSpec {
-    /// A spec with defaults (`runs=10,steps=100,keys=20,files=5,seed=0,bigfile=1GiB`).
+    /// A spec with defaults (`runs=10,steps=100,keys=20,files=5,seed=0,bigfile=1GiB,artifacts=0,
+    /// artifact_bigfile=16MiB`).
     pub fn new(entity: impl Into<String>, project: impl Into<String>) -> Self {
         Self {
             entity: entity.into(),
@@ -185,6 +196,8 @@ impl SeedSpec {
             files: 5,
             seed: 0,
             bigfile: 1 << 30,
+            artifacts: 0,
+            artifact_bigfile: default_artifact_bigfile(),
         }
     }
 
@@ -223,12 +236,24 @@ impl SeedSpec {
         self.bigfile = bytes;
         self
     }
+
+    /// Sets the number of artifact collections.
+    pub fn artifacts(mut self, collections: u32) -> Self {
+        self.artifacts = collections;
+        self
+    }
+
+    /// Sets the size of the large generated artifact file (0 = none).
+    pub fn artifact_bigfile(mut self, bytes: u64) -> Self {
+        self.artifact_bigfile = bytes;
+        self
+    }
 }
 
 /// A malformed `--seed` value.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "invalid seed spec {spec:?}: {reason} (expected \"entity/project:runs=N,steps=N,keys=N,files=N[,seed=N][,bigfile=SIZE]\")"
+    "invalid seed spec {spec:?}: {reason} (expected \"entity/project:runs=N,steps=N,keys=N,files=N[,seed=N][,bigfile=SIZE][,artifacts=N][,artifact_bigfile=SIZE]\")"
 )]
 pub struct SeedSpecError {
     spec: String,
@@ -286,6 +311,14 @@ impl FromStr for SeedSpec {
                 "seed" => out.seed = number()?,
                 "bigfile" => {
                     out.bigfile = parse_size(v).ok_or_else(|| err("bigfile: not a size"))?
+                }
+                "artifacts" => {
+                    out.artifacts =
+                        u32::try_from(number()?).map_err(|_| err("artifacts too large"))?
+                }
+                "artifact_bigfile" => {
+                    out.artifact_bigfile =
+                        parse_size(v).ok_or_else(|| err("artifact_bigfile: not a size"))?
                 }
                 other => return Err(err(&format!("unknown key {other:?}"))),
             }

@@ -112,14 +112,21 @@ fn test(value: &Value, cond: &Value) -> bool {
     {
         return items.iter().any(|v| test(v, cond)) || value == cond;
     }
-    let Some(ops) = cond.as_object().filter(|o| o.keys().all(|k| k.starts_with('$'))) else {
+    let Some(ops) = cond
+        .as_object()
+        .filter(|o| o.keys().all(|k| k.starts_with('$')))
+    else {
         return value == cond;
     };
     ops.iter().all(|(op, arg)| match op.as_str() {
         "$eq" => test(value, arg),
         "$ne" => !test(value, arg),
-        "$in" => arg.as_array().is_some_and(|l| l.iter().any(|x| test(value, x))),
-        "$nin" => !arg.as_array().is_some_and(|l| l.iter().any(|x| test(value, x))),
+        "$in" => arg
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| test(value, x))),
+        "$nin" => !arg
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| test(value, x))),
         "$gt" => cmp(value, arg) == Some(Ordering::Greater),
         "$gte" => matches!(cmp(value, arg), Some(Ordering::Greater | Ordering::Equal)),
         "$lt" => cmp(value, arg) == Some(Ordering::Less),
@@ -235,7 +242,11 @@ mod tests {
         let none = VersionFilter::parse(Some(r#"{"state": {"$nin": ["COMMITTED", "PENDING"]}}"#))
             .expect("parses");
         assert!(!none.matches(&v0, &[]) && !none.matches(&v1, &[]));
-        assert!(VersionFilter::parse(Some("{}")).expect("empty").matches(&v1, &[]));
+        assert!(
+            VersionFilter::parse(Some("{}"))
+                .expect("empty")
+                .matches(&v1, &[])
+        );
         assert!(VersionFilter::parse(None).expect("none").matches(&v1, &[]));
         assert!(VersionFilter::parse(Some(r#"{"colour": "red"}"#)).is_err());
         assert!(VersionFilter::parse(Some("[1]")).is_err());

@@ -151,7 +151,11 @@ impl Manifest {
 
     /// The `MANIFEST_MD5` artifact digest (hex).
     pub fn digest(&self) -> String {
-        manifest_digest(self.entries.iter().map(|(p, e)| (p.as_str(), e.digest.as_str())))
+        manifest_digest(
+            self.entries
+                .iter()
+                .map(|(p, e)| (p.as_str(), e.digest.as_str())),
+        )
     }
 
     /// Sum of the entries' sizes (what `Artifact.size` reports).

@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
@@ -209,7 +208,10 @@ mod arc_vec {
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer, T: Serialize>(v: &Arc<Vec<T>>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, T: Serialize>(
+        v: &Arc<Vec<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         v.as_slice().serialize(s)
     }
 
@@ -242,8 +244,8 @@ pub struct MultipartUpload {
     pub path: String,
     /// Expected parts: number → hex MD5 the client announced.
     pub expected: BTreeMap<u32, String>,
-    /// Received parts.
-    pub parts: BTreeMap<u32, Bytes>,
+    /// Received parts (blob keys).
+    pub parts: BTreeMap<u32, BlobKey>,
 }
 
 /// Everything about artifacts.
@@ -315,6 +317,31 @@ impl ArtifactStore {
     }
 }
 
+impl crate::app::Extension for ArtifactStore {
+    fn name(&self) -> &'static str {
+        "artifacts"
+    }
+
+    fn save(&self) -> serde_json::Value {
+        serde_json::to_value(self.snapshot()).unwrap_or_else(|e| {
+            tracing::error!("cannot serialise the artifact state: {e}");
+            serde_json::Value::Null
+        })
+    }
+
+    fn restore(&self, state: serde_json::Value) -> anyhow::Result<()> {
+        let snapshot: ArtifactSnapshot = serde_json::from_value(state)
+            .map_err(|e| anyhow::anyhow!("the saved artifact state is not readable: {e}"))?;
+        let restored = Self::restore(Some(snapshot));
+        *self.world.write() = restored.world.into_inner();
+        Ok(())
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
+}
+
 /// An opaque GraphQL id: base64 of `<Kind>:<num>`.
 pub fn gid(kind: &str, num: u64) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{kind}:{num}"))
@@ -325,12 +352,17 @@ pub fn parse_gid(kind: &str, id: &str) -> Option<u64> {
     if let Ok(n) = id.parse() {
         return Some(n);
     }
-    unb64(id)?.strip_prefix(kind)?.strip_prefix(':')?.parse().ok()
+    unb64(id)?
+        .strip_prefix(kind)?
+        .strip_prefix(':')?
+        .parse()
+        .ok()
 }
 
 /// `ArtifactAlias.id`: stable per (sequence, alias) without a counter.
 pub fn alias_gid(sequence_num: u64, alias: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(format!("ArtifactAlias:{sequence_num}:{alias}"))
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("ArtifactAlias:{sequence_num}:{alias}"))
 }
 
 /// Whether an alias is a version alias (`v0`, `v12`): those are implicit, never stored.
@@ -358,7 +390,8 @@ impl ArtifactWorld {
 
     /// Artifact state of a project.
     pub fn project(&self, entity: &str, project: &str) -> Option<&ProjectArtifacts> {
-        self.projects.get(&(entity.to_string(), project.to_string()))
+        self.projects
+            .get(&(entity.to_string(), project.to_string()))
     }
 
     /// A sequence by name.
@@ -368,12 +401,9 @@ impl ArtifactWorld {
 
     /// A sequence by number.
     pub fn sequence_by_num(&self, num: u64) -> Option<(&ProjectArtifacts, &SequenceRecord)> {
-        self.projects.values().find_map(|p| {
-            p.sequences
-                .values()
-                .find(|s| s.num == num)
-                .map(|s| (p, s))
-        })
+        self.projects
+            .values()
+            .find_map(|p| p.sequences.values().find(|s| s.num == num).map(|s| (p, s)))
     }
 
     /// A type by number.
@@ -422,7 +452,12 @@ impl ArtifactWorld {
     }
 
     /// Resolves `name[:alias]` within a project.
-    pub fn resolve(&self, entity: &str, project: &str, name_alias: &str) -> Option<&ArtifactRecord> {
+    pub fn resolve(
+        &self,
+        entity: &str,
+        project: &str,
+        name_alias: &str,
+    ) -> Option<&ArtifactRecord> {
         let (name, alias) = split_name_alias(name_alias);
         self.resolve_alias(entity, project, name, alias)
     }

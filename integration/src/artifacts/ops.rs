@@ -163,7 +163,10 @@ impl ArtifactWorld {
 
     /// Creates the type if needed and returns its number.
     pub fn ensure_type(&mut self, entity: &str, project: &str, name: &str, now: Micros) -> u64 {
-        if let Some(t) = self.project(entity, project).and_then(|p| p.types.get(name)) {
+        if let Some(t) = self
+            .project(entity, project)
+            .and_then(|p| p.types.get(name))
+        {
             return t.num;
         }
         let num = self.next();
@@ -220,20 +223,22 @@ impl ArtifactWorld {
             .is_none()
         {
             let num = self.next();
-            self.project_mut(&req.entity, &req.project).sequences.insert(
-                req.collection.clone(),
-                SequenceRecord {
-                    num,
-                    name: req.collection.clone(),
-                    type_name: req.type_name.clone(),
-                    description: None,
-                    created_at: now,
-                    updated_at: now,
-                    versions: Vec::new(),
-                    aliases: BTreeMap::new(),
-                    stored: BTreeMap::new(),
-                },
-            );
+            self.project_mut(&req.entity, &req.project)
+                .sequences
+                .insert(
+                    req.collection.clone(),
+                    SequenceRecord {
+                        num,
+                        name: req.collection.clone(),
+                        type_name: req.type_name.clone(),
+                        description: None,
+                        created_at: now,
+                        updated_at: now,
+                        versions: Vec::new(),
+                        aliases: BTreeMap::new(),
+                        stored: BTreeMap::new(),
+                    },
+                );
         }
         let num = self.next();
         self.artifacts.insert(
@@ -526,9 +531,9 @@ impl ArtifactWorld {
                 mimetype,
             });
         }
-        let seq = self.sequence_mut(&a).ok_or_else(|| {
-            ArtifactError::NotFound(format!("sequence {} not found", a.sequence))
-        })?;
+        let seq = self
+            .sequence_mut(&a)
+            .ok_or_else(|| ArtifactError::NotFound(format!("sequence {} not found", a.sequence)))?;
         let version = u32::try_from(seq.versions.len())
             .map_err(|_| ArtifactError::Invalid("too many versions".into()))?;
         seq.versions.push(artifact);
@@ -581,9 +586,9 @@ impl ArtifactWorld {
             }
             return Ok(());
         }
-        let seq = self.sequence_mut(&a).ok_or_else(|| {
-            ArtifactError::NotFound(format!("sequence {} not found", a.sequence))
-        })?;
+        let seq = self
+            .sequence_mut(&a)
+            .ok_or_else(|| ArtifactError::NotFound(format!("sequence {} not found", a.sequence)))?;
         for alias in aliases {
             seq.aliases.insert(alias.clone(), artifact);
         }
@@ -805,13 +810,17 @@ mod tests {
             Some(gid("Artifact", v0.artifact).as_str())
         );
         // Moving an alias.
-        w.add_aliases(v1.artifact, &["best".into()], 3).expect("alias");
+        w.add_aliases(v1.artifact, &["best".into()], 3)
+            .expect("alias");
         assert_eq!(resolved(&w, "ds:best"), Some(v1.artifact));
         assert_eq!(
             w.aliases_of(w.artifact(v1.artifact).expect("v1")),
             ["best", "latest"]
         );
-        assert!(w.aliases_of(w.artifact(v0.artifact).expect("v0")).is_empty());
+        assert!(
+            w.aliases_of(w.artifact(v0.artifact).expect("v0"))
+                .is_empty()
+        );
         w.delete_aliases(v1.artifact, &["best".into()], 4)
             .expect("delete");
         assert_eq!(resolved(&w, "ds:best"), None);
@@ -826,7 +835,10 @@ mod tests {
         let (again, _) = log(&mut w, &blobs, "ds", &[("a", b"x")], &["prod"], 2).expect("again");
         assert!(again.existing);
         assert_eq!(again.artifact, v0.artifact);
-        assert_eq!(w.resolve("e", "p", "ds:prod").map(|a| a.num), Some(v0.artifact));
+        assert_eq!(
+            w.resolve("e", "p", "ds:prod").map(|a| a.num),
+            Some(v0.artifact)
+        );
         assert_eq!(w.sequence("e", "p", "ds").expect("seq").versions.len(), 1);
         // A different type for the same name is refused.
         let mut other = request("ds", "00", &[]);
@@ -868,7 +880,9 @@ mod tests {
             .expect("manifest");
         w.record_manifest_upload(c.artifact, &manifest, 2)
             .expect("upload");
-        let err = w.commit(c.artifact, &blobs, 3).expect_err("digest mismatch");
+        let err = w
+            .commit(c.artifact, &blobs, 3)
+            .expect_err("digest mismatch");
         assert!(err.to_string().contains("does not match"), "{err}");
         assert_eq!(
             w.artifact(c.artifact).expect("a").state,
@@ -885,7 +899,7 @@ mod tests {
         w.use_artifact(run.clone(), v0.artifact).expect("use");
         w.use_artifact(run.clone(), v0.artifact).expect("use twice");
         assert_eq!(w.inputs_of(&run).len(), 1);
-        assert_eq!(w.users_of(v0.artifact), [run.clone()]);
+        assert_eq!(w.users_of(v0.artifact), std::slice::from_ref(&run));
         assert!(w.delete_artifact(v0.artifact, false, 2).is_err());
         w.delete_artifact(v0.artifact, true, 2).expect("delete");
         assert!(w.resolve("e", "p", "m:v0").is_none());

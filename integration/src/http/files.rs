@@ -111,11 +111,17 @@ pub async fn upload(State(state): State<Arc<HttpState>>, uri: Uri, body: Bytes) 
         }
     };
     if let Some(sink) = sink.filter(|_| kind != "run") {
+        // Like S3, answer the body's MD5 as the ETag (multipart clients echo part ETags back).
+        let etag = HeaderValue::from_str(&format!("\"{}\"", blob.md5_hex()));
         if let Err(message) = sink.uploaded(app, rest, blob) {
             return error_response(StatusCode::NOT_FOUND, &message);
         }
         app.mark_dirty();
-        return Response::new(Body::empty());
+        let mut resp = Response::new(Body::empty());
+        if let Ok(etag) = etag {
+            resp.headers_mut().insert(header::ETAG, etag);
+        }
+        return resp;
     }
     let Some(run) = run else {
         return error_response(StatusCode::NOT_FOUND, "unknown upload target");

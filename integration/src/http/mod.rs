@@ -6,6 +6,8 @@ mod filestream;
 mod graphql;
 pub mod range;
 
+pub use files::serve_blob;
+
 use std::convert::Infallible;
 use std::future::Future as _;
 use std::pin::{Pin, pin};
@@ -62,7 +64,10 @@ fn classify(listener: Listener, method: &Method, path: &str) -> RouteKind {
                 && method == Method::POST
             {
                 RouteKind::FileStream
-            } else if path.starts_with("/files/") {
+            } else if path.starts_with("/files/")
+                || path.starts_with("/artifactsV2/")
+                || path.starts_with("/artifacts/")
+            {
                 RouteKind::Download
             } else if path.starts_with("/_upload/") {
                 RouteKind::Upload
@@ -90,6 +95,7 @@ fn main_router(state: Arc<HttpState>) -> Router {
             put(files::upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/sdk/otel/{*rest}", any(|| async { StatusCode::OK }))
+        .merge(crate::artifacts::http::routes())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not found") })
         .with_state(state)
 }

@@ -12,6 +12,7 @@
 //!   Parts must not define the same field twice.
 //! - [`PageInfo`] and [`FileConnection`] are shared with artifact listings.
 
+pub mod artifacts;
 pub mod files;
 pub mod history;
 pub mod mutations;
@@ -38,22 +39,29 @@ pub type EmulatorSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 /// `Query`.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(viewer::ViewerQuery, project::ProjectQuery);
+pub struct QueryRoot(
+    viewer::ViewerQuery,
+    project::ProjectQuery,
+    artifacts::ArtifactQuery,
+);
 
 /// `Mutation`.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(mutations::RunMutations);
+pub struct MutationRoot(mutations::RunMutations, artifacts::ArtifactMutations);
 
 /// `Project`.
 #[derive(MergedObject)]
 #[graphql(name = "Project")]
-pub struct ProjectObject(project::ProjectFields);
+pub struct ProjectObject(project::ProjectFields, artifacts::ProjectArtifactFields);
 
 impl ProjectObject {
     /// A project object for `project`.
     pub fn new(project: ProjectRef) -> Self {
-        Self(project::ProjectFields(project))
+        Self(
+            project::ProjectFields(project.clone()),
+            artifacts::ProjectArtifactFields(project),
+        )
     }
 }
 
@@ -64,6 +72,7 @@ pub struct RunObject(
     run::RunFields,
     history::RunHistoryFields,
     files::RunFileFields,
+    artifacts::RunArtifactFields,
 );
 
 impl RunObject {
@@ -72,7 +81,8 @@ impl RunObject {
         Self(
             run::RunFields(Arc::clone(&run)),
             history::RunHistoryFields(Arc::clone(&run)),
-            files::RunFileFields(run),
+            files::RunFileFields(Arc::clone(&run)),
+            artifacts::RunArtifactFields(run),
         )
     }
 }
@@ -80,12 +90,16 @@ impl RunObject {
 /// `File` (run files; artifact files reuse it through [`FileView::extra`]).
 #[derive(MergedObject)]
 #[graphql(name = "File")]
-pub struct FileObject(files::FileFields);
+pub struct FileObject(files::FileFields, artifacts::FileArtifactFields);
 
 impl FileObject {
     /// A file object for `view`.
     pub fn new(view: FileView) -> Self {
-        Self(files::FileFields(Arc::new(view)))
+        let view = Arc::new(view);
+        Self(
+            files::FileFields(Arc::clone(&view)),
+            artifacts::FileArtifactFields(view),
+        )
     }
 }
 

@@ -16,12 +16,15 @@ use super::types::{
 };
 use super::{max_page, paginate, project_object};
 use crate::app::AppState;
+use crate::artifacts::ArtifactsExt as _;
 use crate::artifacts::filters::{VersionFilter, VersionOrder};
 use crate::artifacts::model::{ProjectArtifacts, SequenceRecord, TypeRecord, gid};
 use crate::schema::scalars::{DateTime, JsonString};
 use crate::schema::{PageInfo, ProjectObject, app};
 
 /// `ArtifactCollection`: the interface over sequences (and, on SaaS, portfolios).
+// The derive's syntax repeats `field(...)`/`arg(...)`; they are not duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(Interface)]
 #[graphql(
     name = "ArtifactCollection",
@@ -79,7 +82,8 @@ pub struct ArtifactTypeObj {
 impl ArtifactTypeObj {
     /// A type of a project by name.
     pub fn find(app: &AppState, entity: &str, project: &str, name: &str) -> Option<Self> {
-        let w = app.artifacts.world.read();
+        let store = app.artifacts();
+        let w = store.world.read();
         let t = w.project(entity, project)?.types.get(name)?;
         Some(Self {
             entity: entity.to_string(),
@@ -89,7 +93,8 @@ impl ArtifactTypeObj {
     }
 
     fn sequences(&self, app: &AppState) -> Vec<ArtifactSequenceObj> {
-        let w = app.artifacts.world.read();
+        let store = app.artifacts();
+        let w = store.world.read();
         let Some(p) = w.project(&self.entity, &self.project) else {
             return Vec::new();
         };
@@ -275,7 +280,8 @@ impl ArtifactSequenceObj {
 
     /// A sequence by name.
     pub fn find(app: &AppState, entity: &str, project: &str, name: &str) -> Option<Self> {
-        let w = app.artifacts.world.read();
+        let store = app.artifacts();
+        let w = store.world.read();
         let p = w.project(entity, project)?;
         p.sequences.get(name).map(|s| Self::from_record(p, s))
     }
@@ -283,8 +289,10 @@ impl ArtifactSequenceObj {
     /// A sequence by its GraphQL id (`ArtifactSequence:<n>` or `ArtifactCollection:<n>`).
     pub fn find_by_gid(app: &AppState, id: &str) -> Option<Self> {
         use crate::artifacts::model::parse_gid;
-        let num = parse_gid("ArtifactSequence", id).or_else(|| parse_gid("ArtifactCollection", id))?;
-        let w = app.artifacts.world.read();
+        let num =
+            parse_gid("ArtifactSequence", id).or_else(|| parse_gid("ArtifactCollection", id))?;
+        let store = app.artifacts();
+        let w = store.world.read();
         w.sequence_by_num(num).map(|(p, s)| Self::from_record(p, s))
     }
 }
@@ -348,7 +356,8 @@ impl ArtifactSequenceObj {
         first: Option<i32>,
     ) -> ArtifactAliasConnection {
         let aliases: Vec<AliasObj> = {
-            let w = app(ctx).artifacts.world.read();
+            let store = app(ctx).artifacts();
+            let w = store.world.read();
             w.sequence(&self.entity, &self.project, &self.name)
                 .map(|s| {
                     s.aliases
@@ -382,7 +391,8 @@ impl ArtifactSequenceObj {
         ctx: &Context<'_>,
         alias_name: Option<String>,
     ) -> Option<MembershipObj> {
-        let w = app(ctx).artifacts.world.read();
+        let store = app(ctx).artifacts();
+        let w = store.world.read();
         let alias = alias_name.unwrap_or_else(|| "latest".into());
         w.resolve_alias(&self.entity, &self.project, &self.name, &alias)
             .map(|a| MembershipObj(Arc::new(a.clone())))
@@ -396,7 +406,8 @@ impl ArtifactSequenceObj {
         first: Option<i32>,
     ) -> MembershipConnection {
         let items: Vec<MembershipObj> = {
-            let w = app(ctx).artifacts.world.read();
+            let store = app(ctx).artifacts();
+            let w = store.world.read();
             w.sequence(&self.entity, &self.project, &self.name)
                 .map(|s| {
                     w.versions_of(s)
@@ -431,7 +442,8 @@ impl ArtifactSequenceObj {
         let filter = VersionFilter::parse(filters.as_ref().map(|f| f.0.as_str()))?;
         let order = VersionOrder::parse(order.as_deref())?;
         let items: Vec<ArtifactObj> = {
-            let w = app(ctx).artifacts.world.read();
+            let store = app(ctx).artifacts();
+            let w = store.world.read();
             let mut versions: Vec<_> = w
                 .artifacts
                 .values()
@@ -467,14 +479,16 @@ impl ArtifactSequenceObj {
 
     /// The version `latest` points to.
     async fn latest_artifact(&self, ctx: &Context<'_>) -> Option<ArtifactObj> {
-        let w = app(ctx).artifacts.world.read();
+        let store = app(ctx).artifacts();
+        let w = store.world.read();
         let seq = w.sequence(&self.entity, &self.project, &self.name)?;
         w.latest_of(seq).map(ArtifactObj::new)
     }
 
     /// The digest algorithm of the latest version (MD5 for an empty sequence).
     async fn digest_algorithm(&self, ctx: &Context<'_>) -> DigestAlgorithmEnum {
-        let w = app(ctx).artifacts.world.read();
+        let store = app(ctx).artifacts();
+        let w = store.world.read();
         w.sequence(&self.entity, &self.project, &self.name)
             .and_then(|s| w.latest_of(s))
             .map_or(DigestAlgorithmEnum::ManifestMd5, |a| {

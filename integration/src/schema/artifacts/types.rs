@@ -15,6 +15,7 @@ use base64::Engine as _;
 use super::collections::{ArtifactCollectionIface, ArtifactSequenceObj, ArtifactTypeObj};
 use super::{max_page, paginate};
 use crate::app::{AppState, encode_path, encode_segment};
+use crate::artifacts::ArtifactsExt as _;
 use crate::artifacts::manifest::b64_md5_to_hex;
 use crate::artifacts::model::{
     ArtifactRecord, ArtifactState, FileEntry, alias_gid, gid, parse_gid,
@@ -52,8 +53,10 @@ impl From<ArtifactState> for ArtifactStateEnum {
 #[graphql(name = "ArtifactDigestAlgorithm")]
 pub enum DigestAlgorithmEnum {
     /// MD5 over the sorted manifest entries.
+    #[graphql(name = "MANIFEST_MD5")]
     ManifestMd5,
     /// xxh128 over the sorted manifest entries.
+    #[graphql(name = "MANIFEST_XXH128")]
     ManifestXxh128,
 }
 
@@ -154,7 +157,8 @@ impl AliasObj {
 
 /// The aliases of a version, as objects.
 pub fn aliases_of(app: &AppState, a: &ArtifactRecord) -> Vec<AliasObj> {
-    let w = app.artifacts.world.read();
+    let store = app.artifacts();
+    let w = store.world.read();
     let Some(seq) = w.sequence_of(a) else {
         return Vec::new();
     };
@@ -284,16 +288,18 @@ pub fn file_view(app: &AppState, a: &Arc<ArtifactRecord>, f: &FileEntry) -> File
 /// The manifest file of a version as a `File` (signed upload URL while pending, signed direct
 /// URL once uploaded).
 pub fn manifest_file_view(app: &AppState, a: &Arc<ArtifactRecord>) -> FileView {
-    let m = a.manifest.clone().unwrap_or_else(|| crate::artifacts::model::ManifestRecord {
-        name: "wandb_manifest.json".into(),
-        digest: String::new(),
-        blob: None,
-        updated_at: a.created_at,
-    });
+    let m = a
+        .manifest
+        .clone()
+        .unwrap_or_else(|| crate::artifacts::model::ManifestRecord {
+            name: "wandb_manifest.json".into(),
+            digest: String::new(),
+            blob: None,
+            updated_at: a.created_at,
+        });
     let blob = m.blob.as_ref().and_then(|k| app.blobs.get(k));
-    let upload = (a.state == ArtifactState::Pending).then(|| {
-        app.signed_main_url(&format!("/_upload/artifact/manifest/{}", a.num))
-    });
+    let upload = (a.state == ArtifactState::Pending)
+        .then(|| app.signed_main_url(&format!("/_upload/artifact/manifest/{}", a.num)));
     FileView {
         id: base64::engine::general_purpose::STANDARD
             .encode(format!("ArtifactManifestFile:{}", a.num)),
@@ -355,14 +361,17 @@ impl ArtifactObj {
 
     /// A visible version by number.
     pub fn find(app: &AppState, num: u64) -> Option<Self> {
-        let w = app.artifacts.world.read();
+        let store = app.artifacts();
+        let w = store.world.read();
         w.artifact(num)
             .filter(|a| a.state != ArtifactState::Deleted)
             .map(Self::new)
     }
 }
 
-/// Who created a version.
+/// Who created a version. (Short-lived per response, so the size difference of the variants
+/// does not matter.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Union)]
 #[graphql(name = "ArtifactCreator")]
 pub enum ArtifactCreator {
@@ -521,7 +530,7 @@ impl ArtifactObj {
         first: Option<i32>,
     ) -> RunConnection {
         let app = app(ctx);
-        let users = app.artifacts.world.read().users_of(self.0.num);
+        let users = app.artifacts().world.read().users_of(self.0.num);
         let runs: Vec<_> = users
             .iter()
             .filter_map(|k| app.run(&k.entity, &k.project, &k.name))
