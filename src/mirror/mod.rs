@@ -38,7 +38,7 @@ pub use ingest::{
     CHUNK_TARGET_BYTES, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, IngestOutcome, StreamWriter,
 };
 pub use model::*;
-pub use read::{Document, RunSummary, RunSyncState};
+pub use read::{ArtifactVersionSummary, Document, RunSummary, RunSyncState};
 pub use tls::TlsPolicy;
 pub use write::{ProjectSyncState, RunOutcome};
 
