@@ -14,9 +14,10 @@
 //! ```
 //!
 //! The namespace is specified in `docs/LAYOUT.md` and implemented by [`layout`]. Module map:
-//! [`source`] (the [`MetadataSource`] trait) with [`LiveSource`] (the API) and [`Layered`]
-//! (mirror first, live fallback); [`render`] (the synthetic files, shared by all sources);
-//! `read`, `list`, `write` (the trait methods); [`error`].
+//! [`source`] (the [`MetadataSource`] trait) with [`LiveSource`] (the API), [`MirrorSource`]
+//! (the Postgres mirror) and [`Layered`] (mirror first, live fallback); [`render`] (the
+//! synthetic files, shared by all sources); `read`, `list`, `write` (the trait methods);
+//! [`error`].
 
 mod cache;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod layered;
 pub mod layout;
 mod list;
 pub mod live;
+pub mod mirror_source;
 mod read;
 pub mod render;
 pub mod source;
@@ -49,6 +51,7 @@ pub use error::StoreError;
 pub use layered::Layered;
 pub use layout::SyntheticKind;
 pub use live::{LiveOptions, LiveSource};
+pub use mirror_source::{MirrorSource, MirrorSourceOptions};
 pub use render::RunDetail;
 pub use source::MetadataSource;
 

@@ -18,8 +18,9 @@ use crate::mirror::{
     ManifestEntryRecord,
 };
 
-/// Syncs every artifact type, collection and version of the project.
-pub(crate) async fn sync_artifacts(ctx: &JobContext<'_>) -> Result<()> {
+/// Syncs every artifact type, collection and version of the project. `Ok(false)` when the
+/// server does not list artifacts at all (a warning is recorded).
+pub(crate) async fn sync_artifacts(ctx: &JobContext<'_>) -> Result<bool> {
     let types: Vec<_> = match ctx
         .client
         .artifact_types(ctx.entity, ctx.project)
@@ -34,7 +35,7 @@ pub(crate) async fn sync_artifacts(ctx: &JobContext<'_>) -> Result<()> {
                 "{}/{}: artifacts not synced, the server does not list them: {e}",
                 ctx.entity, ctx.project
             ));
-            return Ok(());
+            return Ok(false);
         }
         Err(e) => return Err(e.into()),
     };
@@ -76,7 +77,7 @@ pub(crate) async fn sync_artifacts(ctx: &JobContext<'_>) -> Result<()> {
             sync_versions(ctx, &artifact_type.name, &collection, collection_pk).await?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn collection_record(c: &ArtifactCollection) -> ArtifactCollectionRecord {

@@ -201,8 +201,9 @@ async fn sync_project(
 
     run_pending(engine, &ctx, target, &listing).await?;
 
-    if metadata_done && options.artifacts {
-        sync_artifacts(&ctx).await?;
+    if metadata_done && options.artifacts && sync_artifacts(&ctx).await? {
+        engine_state.artifacts_synced_at = Some(Utc::now());
+        sync_state.engine_state = engine_state.to_value();
     }
     sync_state.last_sync_finished_at = Some(Utc::now());
     engine

@@ -199,6 +199,10 @@ pub(crate) struct ProjectEngineState {
     /// False once the server rejected `updatedAt` (it is then neither selected nor filtered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) updated_at_supported: Option<bool>,
+    /// When the artifacts phase last completed (the store serves artifact listings from the
+    /// mirror only after one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) artifacts_synced_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ProjectEngineState {

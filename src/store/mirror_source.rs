@@ -1,0 +1,646 @@
+//! [`MirrorSource`]: the store's metadata and synthetic files from the Postgres mirror that
+//! `wandbfs sync` fills, at zero API calls. Compose it with the live API through
+//! [`Layered`](super::Layered) (mirror first, live fallback), or use it alone offline.
+//!
+//! # What the mirror covers (freshness rules, also in `docs/MIRROR.md`)
+//!
+//! Without [`MirrorSourceOptions::authoritative`], the mirror answers only for what a sync
+//! completed, and says [`StoreError::NotCovered`] otherwise, so the live source answers:
+//!
+//! | Request | Served from the mirror when | Fresh as of |
+//! |---|---|---|
+//! | entities, projects | never (the live API knows what exists) | — |
+//! | runs of a project | the project had a complete listing pass | that sync |
+//! | a run's files | the run is mirrored (not deleted) and its file listing was synced | its last job |
+//! | synthetic files | the run is mirrored, not deleted, and **not pending** (its last job completed after the last listing saw it change) | its last job |
+//! | artifact listings and files | the project's artifacts were synced (first sync, metadata pass, `--full`) | that pass |
+//! | a run file's URL | the mirror holds its authenticated `url` and no fresh URL is asked for | — |
+//!
+//! A pending run (a job interrupted or failed) is served live, so a half-synced history is
+//! never presented as the whole file. Live runs are served as of their last sync; set
+//! [`MirrorSourceOptions::live_run_max_age`] to send runs not in a terminal state to the live
+//! API once their mirror copy is older than that (keep `wandbfs sync --watch` running for
+//! live tails instead: the live source re-renders whole files).
+//!
+//! With `authoritative`, the mirror is the whole world (offline use): what it lacks does not
+//! exist, and nothing falls back.
+//!
+//! # Bytes and tags
+//!
+//! `history.jsonl` and `system.jsonl` are read by byte range from the mirror's pre-rendered
+//! chunks (one indexed statement per range; the size is a stored number, so `head` costs
+//! nothing). Their bytes equal what the live source renders; their e-tag differs in kind: it
+//! identifies the stored version (run, stream, length, last step) instead of hashing the
+//! whole file, which would make every `head` O(file). `summary.json`, `config.json` and
+//! `metadata.json` are rendered from the mirrored texts with the shared renderer, e-tag
+//! included, byte-identical to the live source's.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::Utc;
+use futures::stream::{self, BoxStream, StreamExt};
+use md5::{Digest as _, Md5};
+
+use super::error::StoreError;
+use super::layout::SyntheticKind;
+use super::render::{self, RunDetail};
+use super::source::{
+    CollectionRef, FileEntry, FileRef, MetadataSource, ProjectEntry, ProjectRef, RangeRead,
+    RunEntry, RunRef, SourceResult, SyntheticBody, SyntheticObject, VersionEntry, VersionRef,
+};
+use crate::client::FileLocation;
+use crate::mirror::{
+    ArtifactVersionSummary, Mirror, MirrorError, ProjectPk, RunMetadata, RunPk, RunSyncState,
+    Stream,
+};
+use crate::sync::records::is_terminal;
+
+/// How a [`MirrorSource`] decides what it covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MirrorSourceOptions {
+    /// The mirror is the whole world: nothing is [`StoreError::NotCovered`] (offline use).
+    /// Default **false**.
+    pub authoritative: bool,
+    /// Runs not in a terminal state whose last sync is older than this are left to the live
+    /// source. Default **none**: served as of their last sync.
+    pub live_run_max_age: Option<Duration>,
+}
+
+/// Metadata and synthetic files from the mirror (see the module docs).
+#[derive(Clone)]
+pub struct MirrorSource {
+    mirror: Mirror,
+    options: MirrorSourceOptions,
+}
+
+impl std::fmt::Debug for MirrorSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorSource")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MirrorSource {
+    /// A source over `mirror` that covers only what syncs completed.
+    pub fn new(mirror: Mirror) -> Self {
+        MirrorSource::with_options(mirror, MirrorSourceOptions::default())
+    }
+
+    /// A source with explicit options.
+    pub fn with_options(mirror: Mirror, options: MirrorSourceOptions) -> Self {
+        MirrorSource { mirror, options }
+    }
+
+    fn not_covered(what: impl std::fmt::Display) -> StoreError {
+        StoreError::NotCovered {
+            what: what.to_string(),
+        }
+    }
+
+    /// "Not here": final (`None`) for an authoritative mirror, else ask the next source.
+    fn absent<T>(&self, what: impl std::fmt::Display) -> SourceResult<Option<T>> {
+        if self.options.authoritative {
+            Ok(None)
+        } else {
+            Err(Self::not_covered(what))
+        }
+    }
+
+    async fn project_pk(&self, project: &ProjectRef) -> SourceResult<Option<ProjectPk>> {
+        match self
+            .mirror
+            .resolve_project(&project.entity, &project.project)
+            .await
+            .map_err(|e| mirror_error(project, e))?
+        {
+            Some(pk) => Ok(Some(pk)),
+            None => self.absent(project),
+        }
+    }
+
+    /// The project, when its run listing is complete in the mirror.
+    async fn listed_project(&self, project: &ProjectRef) -> SourceResult<Option<ProjectPk>> {
+        let Some(pk) = self.project_pk(project).await? else {
+            return Ok(None);
+        };
+        let state = self
+            .mirror
+            .project_sync_state(pk)
+            .await
+            .map_err(|e| mirror_error(project, e))?;
+        if state.last_metadata_pass_at.is_some() || self.options.authoritative {
+            Ok(Some(pk))
+        } else {
+            Err(Self::not_covered(project))
+        }
+    }
+
+    /// The project, when its artifacts were synced.
+    async fn artifact_project(&self, project: &ProjectRef) -> SourceResult<Option<ProjectPk>> {
+        let Some(pk) = self.project_pk(project).await? else {
+            return Ok(None);
+        };
+        let state = self
+            .mirror
+            .project_sync_state(pk)
+            .await
+            .map_err(|e| mirror_error(project, e))?;
+        let synced = state
+            .engine_state
+            .get("artifacts_synced_at")
+            .is_some_and(|v| !v.is_null());
+        if synced || self.options.authoritative {
+            Ok(Some(pk))
+        } else {
+            Err(Self::not_covered(format!("{project}/artifacts")))
+        }
+    }
+
+    /// A mirrored, not deleted run with its record and sync state.
+    async fn run(&self, run: &RunRef) -> SourceResult<Option<(RunMetadata, RunSyncState)>> {
+        let found = self
+            .mirror
+            .resolve_run(&run.entity, &run.project, &run.run)
+            .await
+            .map_err(|e| mirror_error(run, e))?;
+        let Some(pk) = found else {
+            return self.absent(run);
+        };
+        let meta = self
+            .mirror
+            .run_metadata(pk)
+            .await
+            .map_err(|e| mirror_error(run, e))?;
+        if meta.deleted {
+            // Deleted upstream as of the last sync; the live API has the final word.
+            return self.absent(run);
+        }
+        let state = self
+            .mirror
+            .run_sync_state(pk)
+            .await
+            .map_err(|e| mirror_error(run, e))?;
+        Ok(Some((meta, state)))
+    }
+
+    /// Whether the run's synthetic files may be served from the mirror.
+    fn synthetic_is_current(&self, meta: &RunMetadata, state: &RunSyncState) -> bool {
+        if self.options.authoritative {
+            return true;
+        }
+        let synced = state.engine_state.get("synced");
+        let complete =
+            synced.is_some_and(|s| !s.is_null()) && synced == state.engine_state.get("listed");
+        let fresh = match self.options.live_run_max_age {
+            Some(max_age) if !is_terminal(meta.state.as_deref()) => {
+                (Utc::now() - meta.last_synced_at)
+                    .to_std()
+                    .unwrap_or_default()
+                    <= max_age
+            }
+            _ => true,
+        };
+        complete && fresh
+    }
+
+    async fn versions(
+        &self,
+        project: &ProjectRef,
+    ) -> SourceResult<Option<Vec<ArtifactVersionSummary>>> {
+        let Some(pk) = self.artifact_project(project).await? else {
+            return Ok(None);
+        };
+        self.mirror
+            .list_artifact_versions(pk)
+            .await
+            .map(Some)
+            .map_err(|e| mirror_error(project, e))
+    }
+
+    /// A version by `vN` label or alias.
+    async fn version(&self, version: &VersionRef) -> SourceResult<Option<ArtifactVersionSummary>> {
+        let Some(versions) = self.versions(&version.collection.project).await? else {
+            return Ok(None);
+        };
+        let c = &version.collection;
+        Ok(versions.into_iter().find(|v| {
+            v.type_name == c.type_name
+                && v.collection == c.collection
+                && is_committed(v)
+                && (format!("v{}", v.version_index) == version.version
+                    || v.aliases.contains(&version.version))
+        }))
+    }
+
+    async fn version_files(&self, version: &VersionRef) -> SourceResult<Option<Vec<FileEntry>>> {
+        let Some(v) = self.version(version).await? else {
+            return Ok(None);
+        };
+        if !v.manifest_synced && !self.options.authoritative {
+            return Err(Self::not_covered(version));
+        }
+        let entries = self
+            .mirror
+            .manifest_entries(v.version_pk)
+            .await
+            .map_err(|e| mirror_error(version, e))?;
+        Ok(Some(
+            entries
+                .into_iter()
+                .map(|e| FileEntry {
+                    name: e.path,
+                    size: e
+                        .size_bytes
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
+                    e_tag: e.digest,
+                    last_modified: v.updated_at.or(v.created_at),
+                    content_type: None,
+                })
+                .collect(),
+        ))
+    }
+}
+
+fn is_committed(v: &ArtifactVersionSummary) -> bool {
+    v.state.as_deref().is_none_or(|s| s == "COMMITTED")
+}
+
+fn mirror_error(path: impl std::fmt::Display, e: MirrorError) -> StoreError {
+    StoreError::Source {
+        path: path.to_string(),
+        source_name: "mirror".to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// A stream that yields the items of a future's list, or its error.
+fn listing<T, F>(future: F) -> BoxStream<'static, SourceResult<T>>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = SourceResult<Vec<T>>> + Send + 'static,
+{
+    stream::once(future)
+        .flat_map(|result| match result {
+            Ok(items) => stream::iter(items.into_iter().map(Ok)).boxed(),
+            Err(e) => stream::iter([Err(e)]).boxed(),
+        })
+        .boxed()
+}
+
+fn detail(meta: &RunMetadata) -> RunDetail {
+    RunDetail {
+        entity: meta.entity.clone(),
+        project: meta.project.clone(),
+        id: meta.id.clone(),
+        storage_id: meta.storage_id.clone(),
+        display_name: meta.display_name.clone(),
+        state: meta.state.clone(),
+        user: meta.user.clone(),
+        user_full_name: meta.user_full_name.clone(),
+        group: meta.group.clone(),
+        job_type: meta.job_type.clone(),
+        sweep: meta.sweep.clone(),
+        tags: meta.tags.clone(),
+        notes: meta.notes.clone(),
+        description: meta.description.clone(),
+        commit: meta.commit.clone(),
+        created_at: meta.created_at,
+        heartbeat_at: meta.heartbeat_at,
+        updated_at: meta.updated_at,
+        history_line_count: meta.history_line_count,
+        last_step: meta.last_step,
+        config: meta.config.clone(),
+        summary: meta.summary.clone(),
+        system_metrics: meta.system_metrics.clone(),
+    }
+}
+
+/// Byte ranges of a mirrored stream, read in bounded pieces.
+#[derive(Clone)]
+struct StreamRange {
+    mirror: Mirror,
+    run: RunPk,
+    stream: Stream,
+    path: String,
+}
+
+impl std::fmt::Debug for StreamRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamRange")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes per read statement: large enough to stream at hundreds of MB/s, small enough that a
+/// reader holds little.
+const READ_PIECE: u64 = 4 << 20;
+
+#[async_trait]
+impl RangeRead for StreamRange {
+    async fn read(
+        &self,
+        range: Range<u64>,
+    ) -> SourceResult<BoxStream<'static, SourceResult<Bytes>>> {
+        let this = self.clone();
+        let end = range.end;
+        Ok(stream::unfold(range.start, move |pos| {
+            let this = this.clone();
+            async move {
+                if pos >= end {
+                    return None;
+                }
+                let len = (end - pos).min(READ_PIECE) as usize;
+                match this
+                    .mirror
+                    .read_stream(this.run, this.stream, pos, len)
+                    .await
+                {
+                    Ok(bytes) if bytes.is_empty() => Some((
+                        Err(StoreError::Invalid {
+                            path: this.path.clone(),
+                            message: format!("the mirror's copy ends at byte {pos}"),
+                        }),
+                        end,
+                    )),
+                    Ok(bytes) => {
+                        let next = pos + bytes.len() as u64;
+                        Some((Ok(bytes), next))
+                    }
+                    Err(e) => Some((Err(mirror_error(&this.path, e)), end)),
+                }
+            }
+        })
+        .boxed())
+    }
+}
+
+#[async_trait]
+impl MetadataSource for MirrorSource {
+    fn name(&self) -> String {
+        "mirror".to_owned()
+    }
+
+    async fn entities(&self) -> SourceResult<Vec<String>> {
+        if !self.options.authoritative {
+            return Err(Self::not_covered("entities"));
+        }
+        self.mirror
+            .list_entities()
+            .await
+            .map_err(|e| mirror_error("/", e))
+    }
+
+    fn projects(&self, entity: &str) -> BoxStream<'static, SourceResult<ProjectEntry>> {
+        let this = self.clone();
+        let entity = entity.to_owned();
+        listing(async move {
+            if !this.options.authoritative {
+                return Err(Self::not_covered(&entity));
+            }
+            let names = this
+                .mirror
+                .list_projects(&entity)
+                .await
+                .map_err(|e| mirror_error(&entity, e))?;
+            Ok(names
+                .into_iter()
+                .map(|name| ProjectEntry { name })
+                .collect())
+        })
+    }
+
+    fn runs(&self, project: &ProjectRef) -> BoxStream<'static, SourceResult<RunEntry>> {
+        let this = self.clone();
+        let project = project.clone();
+        listing(async move {
+            let Some(pk) = this.listed_project(&project).await? else {
+                return Ok(Vec::new());
+            };
+            let runs = this
+                .mirror
+                .list_runs(pk)
+                .await
+                .map_err(|e| mirror_error(&project, e))?;
+            Ok(runs
+                .into_iter()
+                .filter(|r| !r.deleted)
+                .map(|r| RunEntry { id: r.run_id })
+                .collect())
+        })
+    }
+
+    fn run_files(&self, run: &RunRef) -> BoxStream<'static, SourceResult<FileEntry>> {
+        let this = self.clone();
+        let run = run.clone();
+        listing(async move {
+            let Some((meta, state)) = this.run(&run).await? else {
+                return Ok(Vec::new());
+            };
+            if state.files_synced_at.is_none() && !this.options.authoritative {
+                return Err(Self::not_covered(&run));
+            }
+            let files = this
+                .mirror
+                .list_run_files(meta.run_pk)
+                .await
+                .map_err(|e| mirror_error(&run, e))?;
+            Ok(files
+                .into_iter()
+                .map(|f| FileEntry {
+                    name: f.name,
+                    size: f
+                        .size_bytes
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
+                    e_tag: f.md5,
+                    last_modified: f.updated_at,
+                    content_type: f.mimetype,
+                })
+                .collect())
+        })
+    }
+
+    async fn run_file(&self, run: &RunRef, name: &str) -> SourceResult<Option<FileEntry>> {
+        let mut files = self.run_files(run);
+        while let Some(file) = files.next().await {
+            let file = file?;
+            if file.name == name {
+                return Ok(Some(file));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn synthetic(
+        &self,
+        run: &RunRef,
+        kind: SyntheticKind,
+    ) -> SourceResult<Option<SyntheticObject>> {
+        let Some((meta, state)) = self.run(run).await? else {
+            return Ok(None);
+        };
+        if !self.synthetic_is_current(&meta, &state) {
+            return Err(Self::not_covered(format!("{run}/{}", kind.file_name())));
+        }
+        let detail = detail(&meta);
+        let last_modified = detail.last_modified();
+        let path = format!("{run}/{}", kind.file_name());
+        let rendered = |bytes: Vec<u8>| SyntheticObject {
+            size: bytes.len() as u64,
+            e_tag: render::e_tag(&bytes),
+            last_modified,
+            body: SyntheticBody::Rendered(Bytes::from(bytes)),
+        };
+        let invalid = |e: crate::values::InvalidJson| StoreError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let object = match kind {
+            SyntheticKind::Summary => rendered(render::summary_json(&detail)),
+            SyntheticKind::Config => rendered(render::config_json(&detail).map_err(invalid)?),
+            SyntheticKind::Metadata => rendered(render::metadata_json(&detail).map_err(invalid)?),
+            SyntheticKind::History | SyntheticKind::System => {
+                let (stream, size, last_key) = match kind {
+                    SyntheticKind::History => (
+                        Stream::History,
+                        state.history_bytes,
+                        state.history_last_step,
+                    ),
+                    _ => (Stream::System, state.system_bytes, state.system_last_seq),
+                };
+                let tag = format!(
+                    "wandbfs-mirror:{}:{}:{size}:{last_key:?}",
+                    meta.storage_id.as_deref().unwrap_or(&meta.id),
+                    kind.file_name()
+                );
+                SyntheticObject {
+                    size,
+                    e_tag: base64::engine::general_purpose::STANDARD.encode(Md5::digest(tag)),
+                    last_modified,
+                    body: SyntheticBody::Ranged(Arc::new(StreamRange {
+                        mirror: self.mirror.clone(),
+                        run: meta.run_pk,
+                        stream,
+                        path,
+                    })),
+                }
+            }
+        };
+        Ok(Some(object))
+    }
+
+    fn artifact_types(&self, project: &ProjectRef) -> BoxStream<'static, SourceResult<String>> {
+        let this = self.clone();
+        let project = project.clone();
+        listing(async move {
+            let Some(versions) = this.versions(&project).await? else {
+                return Ok(Vec::new());
+            };
+            let mut types: Vec<String> = versions.into_iter().map(|v| v.type_name).collect();
+            types.dedup();
+            Ok(types)
+        })
+    }
+
+    fn artifact_collections(
+        &self,
+        project: &ProjectRef,
+        type_name: &str,
+    ) -> BoxStream<'static, SourceResult<String>> {
+        let this = self.clone();
+        let project = project.clone();
+        let type_name = type_name.to_owned();
+        listing(async move {
+            let Some(versions) = this.versions(&project).await? else {
+                return Ok(Vec::new());
+            };
+            let mut names: Vec<String> = versions
+                .into_iter()
+                .filter(|v| v.type_name == type_name)
+                .map(|v| v.collection)
+                .collect();
+            names.dedup();
+            Ok(names)
+        })
+    }
+
+    fn artifact_versions(
+        &self,
+        collection: &CollectionRef,
+    ) -> BoxStream<'static, SourceResult<VersionEntry>> {
+        let this = self.clone();
+        let collection = collection.clone();
+        listing(async move {
+            let Some(versions) = this.versions(&collection.project).await? else {
+                return Ok(Vec::new());
+            };
+            Ok(versions
+                .into_iter()
+                .filter(|v| {
+                    v.type_name == collection.type_name
+                        && v.collection == collection.collection
+                        && is_committed(v)
+                })
+                .map(|v| VersionEntry {
+                    version: format!("v{}", v.version_index),
+                    aliases: v.aliases,
+                })
+                .collect())
+        })
+    }
+
+    fn artifact_files(&self, version: &VersionRef) -> BoxStream<'static, SourceResult<FileEntry>> {
+        let this = self.clone();
+        let version = version.clone();
+        listing(async move { Ok(this.version_files(&version).await?.unwrap_or_default()) })
+    }
+
+    async fn artifact_file(
+        &self,
+        version: &VersionRef,
+        name: &str,
+    ) -> SourceResult<Option<FileEntry>> {
+        Ok(self
+            .version_files(version)
+            .await?
+            .and_then(|files| files.into_iter().find(|f| f.name == name)))
+    }
+
+    async fn locate(&self, file: &FileRef, fresh: bool) -> SourceResult<FileLocation> {
+        if let FileRef::Run(run, name) = file
+            && !fresh
+            && let Some((meta, _)) = self.run(run).await?
+        {
+            let files = self
+                .mirror
+                .list_run_files(meta.run_pk)
+                .await
+                .map_err(|e| mirror_error(file, e))?;
+            if let Some(url) = files
+                .into_iter()
+                .find(|f| &f.name == name)
+                .and_then(|f| f.url)
+            {
+                return Ok(FileLocation::Authenticated(url));
+            }
+        }
+        if self.options.authoritative {
+            return Err(StoreError::NotSupported {
+                path: file.to_string(),
+                reason: "the mirror holds no download URL for this file (artifact files and \
+                         fresh URLs need the live API)"
+                    .to_owned(),
+            });
+        }
+        // Signed URLs expire; only the live API can mint them.
+        Err(Self::not_covered(file))
+    }
+}
