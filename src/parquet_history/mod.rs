@@ -25,6 +25,7 @@ pub mod render;
 
 use std::path::PathBuf;
 
+use futures::StreamExt;
 use futures::stream::BoxStream;
 
 pub use error::ParquetHistoryError;
@@ -161,6 +162,10 @@ pub fn read_exported(
     let mut read = read.clone();
     if let Some(live) = read.listing.min_live_step {
         read.until_step = read.until_step.min(live);
+    }
+    if read.from_step >= read.until_step {
+        // Every exported step lies below the first live one: nothing to download.
+        return futures::stream::empty().boxed();
     }
     exports::stream(client.clone(), read, options.clone())
 }

@@ -45,6 +45,7 @@ mod error;
 pub mod history;
 mod listing;
 mod options;
+pub mod parquet;
 mod progress;
 mod project;
 pub mod records;
@@ -58,6 +59,7 @@ use std::time::Instant;
 pub use error::{Result, SyncError};
 pub use history::{HistoryBatch, HistoryRequest, HistorySource, PagedHistory};
 pub use options::{SyncOptions, SyncTarget};
+pub use parquet::ParquetHistory;
 pub use progress::{NoProgress, ProgressEvent, ProgressSink, RunStatus};
 pub use report::{ApiCalls, ProjectReport, RunFailure, SyncReport};
 
@@ -85,19 +87,29 @@ impl std::fmt::Debug for SyncEngine {
 }
 
 impl SyncEngine {
-    /// An engine with the paged history source (configured from `options`) and no progress
-    /// output.
+    /// An engine with the history source `options` call for — parquet exports plus the paged
+    /// live tail ([`ParquetHistory`]) when `parquet_exports` is set, else paging only — and no
+    /// progress output.
     pub fn new(client: Client, mirror: Mirror, options: SyncOptions) -> Self {
-        let history = PagedHistory {
+        let paged = PagedHistory {
             page_rows: options.history_page_rows,
             max_window: options.max_history_window,
             prefetch: options.history_prefetch,
+        };
+        let history: Arc<dyn HistorySource> = if options.parquet_exports {
+            Arc::new(ParquetHistory {
+                paged,
+                min_rows: options.parquet_min_rows,
+                ..ParquetHistory::default()
+            })
+        } else {
+            Arc::new(paged)
         };
         SyncEngine {
             client,
             mirror,
             options,
-            history: Arc::new(history),
+            history,
             progress: Arc::new(NoProgress),
         }
     }

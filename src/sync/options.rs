@@ -121,6 +121,14 @@ pub struct SyncOptions {
     /// Sync artifact types, collections, versions, aliases and manifests (on the first sync,
     /// metadata passes and `--full`). Default **true**.
     pub artifacts: bool,
+    /// Read finished runs' history from W&B's parquet exports when the server has them
+    /// (`parquetHistory`), paging only the rows not exported yet. Default **true**; without
+    /// exports a run is paged as before (see `sync::parquet`).
+    pub parquet_exports: bool,
+    /// Only requests expecting at least this many rows ask for exports; smaller ones (live
+    /// tails, short runs) are paged directly, where the listing call would cost as much as the
+    /// pages it saves. Default **10,000**.
+    pub parquet_min_rows: u64,
     /// First `samples` bound of an `events` request (there is no step window for events; when a
     /// reply fills the bound, the request is repeated with a larger one). Default **10,000**
     /// (~40 hours of 15-second samples).
@@ -144,6 +152,8 @@ impl Default for SyncOptions {
             events: true,
             artifacts: true,
             events_samples: 10_000,
+            parquet_exports: true,
+            parquet_min_rows: 10_000,
         }
     }
 }
