@@ -5,11 +5,13 @@
 //! - `client`: the W&B API client (GraphQL over HTTP, auth and settings resolved like the SDK).
 //! - `store`: `WandbStore`, the `object_store::ObjectStore` over runs, files and artifacts.
 //! - `mirror`: the Postgres mirror.
+//! - `export`: a mirrored project as parquet or JSON Lines files.
 //! - `parquet_history`: reading W&B's parquet history exports.
 //! - `sync`: the sync engine that fills the mirror from W&B.
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod export;
 pub mod mirror;
 pub mod parquet_history;
 pub mod store;

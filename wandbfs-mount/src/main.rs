@@ -1,6 +1,7 @@
 //! The `wandbfs` command.
 
 mod db;
+mod export;
 mod sync;
 mod sync_progress;
 
@@ -25,6 +26,8 @@ enum Command {
     Db(db::DbArgs),
     /// Copy W&B projects or runs into the mirror database (incremental by default).
     Sync(sync::SyncArgs),
+    /// Write a mirrored project as parquet or JSON Lines files (from the mirror, no API calls).
+    Export(export::ExportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Db(args) => std::process::exit(db::run(args)?),
         Command::Sync(args) => std::process::exit(sync::run(args)?),
+        Command::Export(args) => std::process::exit(export::run(args)?),
     }
 }
