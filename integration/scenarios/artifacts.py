@@ -64,7 +64,9 @@ def log(manifest_path: str) -> None:
     run.log_artifact(art, aliases=["newest"])
     model = wandb.Artifact(MODEL, type="model")
     model.add_file(write(os.path.join(work, "model", "weights.bin"), WEIGHTS), name="weights.bin")
-    run.log_artifact(model)
+    # wait() fetches the committed version back by id (ArtifactByID).
+    logged = run.log_artifact(model).wait()
+    check(logged.version == "v0" and logged.state == "COMMITTED", f"model {logged.version} {logged.state}")
     writer1 = run.id
     run.finish()
 
@@ -141,6 +143,8 @@ def read(manifest_path: str) -> None:
     check(files == {"a.txt": len(A0), "sub/b.txt": len(B1)}, f"files {files}")
     only = [f.name for f in latest.files(names=["sub/b.txt"])]
     check(only == ["sub/b.txt"], f"files(names=) {only}")
+    paged = latest.files(per_page=1)
+    check(len(paged) == 2 and [f.name for f in paged] == ["a.txt", "sub/b.txt"], "files(per_page=1)")
 
     entries = latest.manifest.entries
     check(sorted(entries) == ["a.txt", "sub/b.txt"], f"manifest {sorted(entries)}")
@@ -157,6 +161,15 @@ def read(manifest_path: str) -> None:
     fetched = model.get_entry("weights.bin").download(root=os.path.join(work, "entry"))
     with open(fetched, "rb") as f:
         check(f.read() == WEIGHTS, "get_entry().download() bytes")
+
+    # Editing a logged version: aliases (addAliases/deleteAliases) and attributes (updateArtifact).
+    v0.aliases.append("golden")
+    v0.aliases.remove("candidate")
+    v0.description = "edited"
+    v0.save()
+    again = api.artifact(f"{path}/{NAME}:golden")
+    check(again.id == v0.id and again.description == "edited", f"golden -> {again.version}")
+    check(not api.artifact_exists(f"{path}/{NAME}:candidate"), "candidate was removed")
 
     print(json.dumps({
         "latest_id": latest.id,

@@ -65,6 +65,10 @@ fn sdk_logs_artifacts_and_reads_them_back() {
     );
     assert!(ops.operation("CreateArtifactFiles") >= 3);
     assert_eq!(ops.operation("UseArtifact"), 1, "{:?}", ops.by_operation);
+    assert!(
+        ops.operation("ArtifactByID") >= 1,
+        "wait() reads the version back"
+    );
     // The unchanged a.txt was uploaded once for both versions; sub/b.txt changed, so twice.
     assert_eq!(
         count(&writes, |p| p.ends_with("/a.txt")),
@@ -183,6 +187,9 @@ fn sdk_logs_artifacts_and_reads_them_back() {
         "RunOutputArtifacts",
         "RunInputArtifacts",
         "ArtifactCollectionAliases",
+        "AddAliases",
+        "DeleteAliases",
+        "UpdateArtifact",
     ] {
         assert!(
             ops.operation(op) >= 1,
@@ -223,6 +230,19 @@ fn sdk_logs_artifacts_and_reads_them_back() {
         fallback[0].authorization_present
             && fallback[0].kind == RouteKind::Download
             && fallback[0].status == 200
+    );
+    // The read scenario ended by moving an alias with `artifact.save()`.
+    let data = emu
+        .artifact_collections(ENTITY, PROJECT)
+        .into_iter()
+        .find(|c| c.name == "scenario-data")
+        .expect("collection");
+    assert_eq!(
+        data.aliases
+            .iter()
+            .map(|(a, v)| (a.as_str(), *v))
+            .collect::<Vec<_>>(),
+        [("golden", 0), ("latest", 1), ("newest", 1)]
     );
     eprintln!(
         "artifacts SDK scenario: log {write_secs:.1} s, total {:.1} s",

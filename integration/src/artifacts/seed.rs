@@ -141,3 +141,147 @@ pub fn seed_artifacts(
     app.mark_dirty();
     Ok(created)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Emulator, EmulatorConfig, SeedSpec};
+
+    type Fingerprint = Vec<(
+        String,
+        Option<u32>,
+        String,
+        Vec<String>,
+        Vec<(String, String, u64)>,
+    )>;
+
+    /// Every seeded version: collection, version, digest, aliases and files (path, MD5, size),
+    /// with each file's bytes checked against its MD5.
+    fn fingerprint(spec: SeedSpec) -> Fingerprint {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let emu = Emulator::start_with(EmulatorConfig::default().entity("e").seed(spec))
+            .expect("emulator");
+        let mut out = Vec::new();
+        for c in emu.artifact_collections("e", "p") {
+            for v in emu.artifact_versions("e", "p", &c.name) {
+                let name = format!("{}:v{}", c.name, v.version.expect("committed"));
+                let files: Vec<_> = emu
+                    .artifact_files("e", "p", &name)
+                    .expect("files")
+                    .into_iter()
+                    .map(|f| {
+                        let bytes = emu
+                            .artifact_file_bytes("e", "p", &name, &f.path)
+                            .expect("bytes");
+                        let md5 = base64::engine::general_purpose::STANDARD
+                            .encode(md5::Md5::digest(&bytes));
+                        assert_eq!(Some(&md5), f.md5.as_ref(), "{name} {}", f.path);
+                        assert_eq!(bytes.len() as u64, f.size);
+                        (f.path, md5, f.size)
+                    })
+                    .collect();
+                out.push((c.name.clone(), v.version, v.digest, v.aliases, files));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn seeded_artifacts_are_deterministic_and_shaped_as_documented() {
+        let spec = SeedSpec::new("e", "p")
+            .runs(3)
+            .steps(5)
+            .files(3)
+            .bigfile(0)
+            .artifacts(4)
+            .artifact_bigfile(1 << 20);
+        let a = fingerprint(spec.clone());
+        assert_eq!(a, fingerprint(spec.clone()), "same spec, same artifacts");
+        assert_ne!(a, fingerprint(spec.clone().seed(1)), "another seed differs");
+        let versions: Vec<(&str, Option<u32>)> =
+            a.iter().map(|(c, v, ..)| (c.as_str(), *v)).collect();
+        assert_eq!(
+            versions,
+            [
+                ("dataset-0", Some(0)),
+                ("dataset-0", Some(1)),
+                ("model-1", Some(0)),
+                ("model-1", Some(1)),
+                ("model-1", Some(2)),
+                ("dataset-2", Some(0)),
+                ("dataset-2", Some(1)),
+                ("dataset-2", Some(2)),
+                ("dataset-2", Some(3)),
+                ("model-3", Some(0)),
+                ("model-3", Some(1)),
+            ]
+        );
+        let aliases = |c: &str, v: u32| {
+            a.iter()
+                .find(|(n, ver, ..)| n == c && *ver == Some(v))
+                .map(|x| x.3.clone())
+                .expect("version")
+        };
+        assert_eq!(aliases("dataset-0", 1), ["latest", "validated"]);
+        assert_eq!(aliases("model-1", 0), ["baseline"]);
+        assert_eq!(aliases("model-1", 2), ["latest", "production"]);
+        // Subfolders and the big generated file (identical in both versions of dataset-0).
+        let files = |c: &str, v: u32| {
+            a.iter()
+                .find(|(n, ver, ..)| n == c && *ver == Some(v))
+                .map(|x| x.4.clone())
+                .expect("version")
+        };
+        let d0 = files("dataset-0", 0);
+        let d1 = files("dataset-0", 1);
+        let paths: Vec<&str> = d0.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "README.md",
+                "data/train.csv",
+                "data/val.csv",
+                "large/shard-000.bin",
+                "meta/schema/columns.json"
+            ]
+        );
+        assert_eq!(d0[3].2, 1 << 20);
+        assert_eq!(d0[3], d1[3], "the big file is shared");
+        assert_eq!(d0[2], d1[2], "val.csv is stable");
+        assert_ne!(d0[1], d1[1], "train.csv changes");
+    }
+
+    #[test]
+    fn seeded_versions_reuse_stored_content_and_link_runs() {
+        let emu = Emulator::start_with(
+            EmulatorConfig::default().entity("e").seed(
+                SeedSpec::new("e", "p")
+                    .runs(2)
+                    .steps(3)
+                    .files(3)
+                    .bigfile(0)
+                    .artifacts(2)
+                    .artifact_bigfile(0),
+            ),
+        )
+        .expect("emulator");
+        let v0 = emu.artifact_version("e", "p", "dataset-0:v0").expect("v0");
+        let v1_files = emu.artifact_files("e", "p", "dataset-0:v1").expect("v1");
+        let val = v1_files
+            .iter()
+            .find(|f| f.path == "data/val.csv")
+            .expect("val.csv");
+        assert_eq!(val.birth_artifact_id.as_deref(), Some(v0.id.as_str()));
+        let runs = emu.runs("e", "p");
+        let logged = emu.run_output_artifacts(&runs[0]);
+        assert_eq!(logged.len(), 2, "run 0 logged both versions of dataset-0");
+        let used = emu.run_input_artifacts(&runs[1]);
+        assert_eq!(
+            used.iter()
+                .map(|a| (a.collection.as_str(), a.version))
+                .collect::<Vec<_>>(),
+            [("dataset-0", Some(1))]
+        );
+        assert_eq!(emu.artifact_types("e", "p"), ["dataset", "model"]);
+    }
+}

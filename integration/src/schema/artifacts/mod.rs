@@ -77,3 +77,50 @@ pub(crate) fn project_object(app: &AppState, entity: &str, project: &str) -> Opt
 pub(crate) fn max_page(ctx: &Context<'_>) -> usize {
     app(ctx).max_page_size.max(10_000)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::decode_cursor;
+
+    #[test]
+    fn pages_follow_end_cursors_to_the_end() {
+        let items: Vec<u32> = (0..7).collect();
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let p = paginate(items.clone(), after.as_deref(), Some(3), 100);
+            pages += 1;
+            assert_eq!(p.total, 7);
+            assert_eq!(p.page_info.has_previous_page, after.is_some());
+            seen.extend(p.items.iter().map(|(_, v)| *v));
+            // The end cursor is the last edge's cursor.
+            assert_eq!(
+                p.page_info.end_cursor,
+                p.items.last().map(|(c, _)| c.clone())
+            );
+            if !p.page_info.has_next_page {
+                break;
+            }
+            after = p.page_info.end_cursor;
+        }
+        assert_eq!(seen, items);
+        assert_eq!(pages, 3);
+        // Past the end: empty page, no next page; `first` is capped.
+        let end = paginate(
+            items.clone(),
+            Some(&crate::query::encode_cursor(6)),
+            Some(3),
+            100,
+        );
+        assert!(end.items.is_empty() && !end.page_info.has_next_page);
+        let capped = paginate(items.clone(), None, Some(1000), 2);
+        assert_eq!(capped.items.len(), 2);
+        assert!(capped.page_info.has_next_page);
+        assert_eq!(decode_cursor(&capped.items[1].0), Some(1));
+        // Default page size is 50.
+        let many: Vec<u32> = (0..120).collect();
+        assert_eq!(paginate(many, None, None, 10_000).items.len(), 50);
+    }
+}
