@@ -27,6 +27,18 @@ AUX_RUNS = [
     ("aux-3", 0.0001, ["aux", "slow"], 1),
     ("aux-4", 0.05, ["aux", "fast"], 0),
 ]
+ARTIFACT_NAME = "main-dataset"
+ARTIFACT_ALIAS = "first-cut"
+
+
+def artifact_files() -> dict[str, bytes]:
+    """The two files of the artifact the main run logs (one in a subfolder)."""
+    return {
+        "labels.csv": ("id,label\n" + "".join(f"{i},{i % 3}\n" for i in range(50))).encode(),
+        "images/sample.bin": bytes((i * 31 + 7) % 256 for i in range(5_000)),
+    }
+
+
 MAIN_CONFIG = {
     "lr": 0.02,
     "batch_size": 32,

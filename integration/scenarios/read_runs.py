@@ -151,10 +151,16 @@ def check_console(run) -> None:
 
 def check_artifacts(api: wandb.Api, manifest: dict) -> None:
     # --- ARTIFACTS --------------------------------------------------------------------------
-    # The artifacts work adds here: api.artifact(f"{entity}/{project}/<name>:latest").download()
-    # and a byte comparison with what write_runs.py logged.
+    path = f"{manifest['entity']}/{manifest['project']}/{common.ARTIFACT_NAME}"
+    latest = api.artifact(f"{path}:latest")
+    check(latest.version == "v0" and common.ARTIFACT_ALIAS in latest.aliases, f"aliases {latest.aliases}")
+    root = latest.download(root=tempfile.mkdtemp(prefix="scenario-artifact-"))
+    for rel, data in common.artifact_files().items():
+        with open(os.path.join(root, rel), "rb") as f:
+            check(f.read() == data, f"artifact file {rel} differs")
+    by_alias = api.artifact(f"{path}:{common.ARTIFACT_ALIAS}")
+    check(by_alias.id == latest.id, "the custom alias resolves to the same version")
     # ----------------------------------------------------------------------------------------
-    return None
 
 
 def main() -> None:

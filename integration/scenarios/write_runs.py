@@ -42,8 +42,16 @@ def write_main(project: str, workdir: str) -> dict:
     wandb.save(saved, base_path=workdir, policy="now")
 
     # --- ARTIFACTS --------------------------------------------------------------------------
-    # The artifacts work adds here: run.log_artifact(...) of an artifact with two files and an
-    # alias, recorded in the manifest for read_runs.py (api.artifact("e/p/name:latest")).
+    # An artifact with two files (one in a subfolder) and a custom alias; read_runs.py
+    # downloads it as `<entity>/<project>/main-dataset:latest` and compares the bytes.
+    artifact = wandb.Artifact(common.ARTIFACT_NAME, type="dataset")
+    for rel, data in common.artifact_files().items():
+        local = os.path.join(workdir, "artifact", rel)
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        with open(local, "wb") as f:
+            f.write(data)
+        artifact.add_file(local, name=rel)
+    run.log_artifact(artifact, aliases=[common.ARTIFACT_ALIAS])
     # ----------------------------------------------------------------------------------------
 
     info = {"id": run.id, "entity": run.entity}

@@ -58,6 +58,18 @@ fn sdk_writes_resumes_and_reads_back() {
         info.files
     );
     assert_eq!(emu.runs("e2e-user", "e2e").len(), 6);
+    let artifact = emu
+        .artifact_version("e2e-user", "e2e", "main-dataset:first-cut")
+        .expect("the main run logged its artifact");
+    assert_eq!(
+        (
+            artifact.version,
+            artifact.file_count,
+            artifact.aliases.clone()
+        ),
+        (Some(0), 2, vec!["first-cut".to_string(), "latest".into()])
+    );
+    assert_eq!(artifact.created_by, Some(main.clone()));
     let writes = emu.counters();
     assert!(
         writes.operation("UpsertBucket") >= 6,
