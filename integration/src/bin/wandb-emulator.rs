@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, default_value = "emulator")]
     entity: String,
     /// Fixture to generate, e.g. "ent/proj:runs=10000,steps=1000,keys=20,files=5" (repeatable;
-    /// also seed=N, bigfile=SIZE).
+    /// also seed=N, bigfile=SIZE, artifacts=N, artifact_bigfile=SIZE).
     #[arg(long = "seed")]
     seeds: Vec<SeedSpec>,
     /// Lifetime of signed URLs, in seconds.
