@@ -24,6 +24,15 @@ pub fn write_go_float(x: f64, out: &mut Vec<u8>) {
         out.extend_from_slice(if x > 0.0 { b"Infinity" } else { b"-Infinity" });
         return;
     }
+    let a = x.abs();
+    if (1e-4..1e6).contains(&a) {
+        // Fast path: where Go writes fixed notation, ryu does too with the same shortest
+        // digits; only ryu's `.0` on whole numbers differs.
+        let mut buf = ryu::Buffer::new();
+        let text = buf.format_finite(x);
+        out.extend_from_slice(text.strip_suffix(".0").unwrap_or(text).as_bytes());
+        return;
+    }
     if x.is_sign_negative() {
         out.push(b'-');
     }
@@ -146,6 +155,63 @@ mod tests {
         assert_eq!(go(f64::NEG_INFINITY), "-Infinity");
         assert_eq!(go(100.0), "100");
         assert_eq!(go(0.1 + 0.2), "0.30000000000000004");
+    }
+
+    /// The general path, bypassing the fast one.
+    fn general(x: f64) -> String {
+        let mut out = Vec::new();
+        if x.is_sign_negative() {
+            out.push(b'-');
+        }
+        let mut buf = ryu::Buffer::new();
+        let (digits, nd, dp) = shortest_digits(buf.format_finite(x.abs()));
+        let digits = &digits[..nd];
+        if dp <= 0 {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(b'0', dp.unsigned_abs() as usize));
+            out.extend_from_slice(digits);
+        } else if dp as usize >= nd {
+            out.extend_from_slice(digits);
+            out.extend(std::iter::repeat_n(b'0', dp as usize - nd));
+        } else {
+            out.extend_from_slice(&digits[..dp as usize]);
+            out.push(b'.');
+            out.extend_from_slice(&digits[dp as usize..]);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fast_path_equals_the_general_formatting() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..50_000u32 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Log-uniform over [1e-4, 1e6), both signs, plus whole numbers.
+            let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
+            let mut x = 10f64.powf(-4.0 + 10.0 * unit);
+            if i % 7 == 0 {
+                x = x.round().max(1.0);
+            }
+            if i % 2 == 0 {
+                x = -x;
+            }
+            if !(1e-4..1e6).contains(&x.abs()) {
+                continue;
+            }
+            assert_eq!(go(x), general(x), "{x:e}");
+        }
+        for x in [
+            1e-4,
+            0.00010000000000000002,
+            999999.9999999999,
+            5.0,
+            0.1,
+            123456.0,
+        ] {
+            assert_eq!(go(x), general(x), "{x:e}");
+        }
     }
 
     #[test]

@@ -63,6 +63,14 @@ pub struct SyncArgs {
     #[arg(long)]
     no_artifacts: bool,
 
+    /// Page all history through the API, even for runs W&B exported as parquet.
+    #[arg(long)]
+    no_parquet: bool,
+
+    /// Only history requests expecting at least this many rows look for parquet exports.
+    #[arg(long, default_value_t = SyncOptions::default().parquet_min_rows, value_name = "ROWS")]
+    parquet_min_rows: u64,
+
     /// Retry runs that failed repeatedly in earlier syncs.
     #[arg(long)]
     retry_failed: bool,
@@ -99,6 +107,8 @@ impl SyncArgs {
             files: !self.no_files,
             events: !self.no_events,
             artifacts: !self.no_artifacts,
+            parquet_exports: !self.no_parquet,
+            parquet_min_rows: self.parquet_min_rows,
             ..SyncOptions::default()
         }
     }
