@@ -126,12 +126,16 @@ def read(manifest_path: str) -> None:
     versions = api.artifacts("dataset", f"{path}/{NAME}")
     names = sorted(a.name for a in versions)
     check(len(versions) == 2 and names == [f"{NAME}:v0", f"{NAME}:v1"], f"versions {names}")
+    # Listings carry aliases too (the SDK relies on `$includeAliases: Boolean = true`).
+    listed_aliases = {a.version: set(a.aliases) for a in versions}
+    check(listed_aliases == {"v0": {"candidate"}, "v1": {"latest", "newest"}}, f"{listed_aliases}")
 
     w0 = api.run(f"{path}/{m['writer0']}")
     logged0 = [a.name for a in w0.logged_artifacts()]
     check(logged0 == [f"{NAME}:v0"], f"writer0 logged {logged0}")
     w1 = api.run(f"{path}/{m['writer1']}")
     logged1 = sorted(a.name for a in w1.logged_artifacts())
+    check(all("latest" in a.aliases for a in w1.logged_artifacts()), "logged artifacts' aliases")
     check(logged1 == [f"{NAME}:v1", f"{MODEL}:v0"], f"writer1 logged {logged1}")
     reader = api.run(f"{path}/{m['reader']}")
     used = [a.name for a in reader.used_artifacts()]

@@ -41,13 +41,15 @@ const COMMIT: &str = "mutation CommitArtifact($artifactID: ID!) {
   commitArtifact(input: {artifactID: $artifactID}) { artifact { id digest } } }";
 
 const MEMBERSHIP: &str =
-    "query ArtifactMembershipByName($entity: String!, $project: String!, $name: String!) {
+    "query ArtifactMembershipByName($entity: String!, $project: String!, $name: String!,
+  $includeAliases: Boolean = true) {
   project(name: $project, entityName: $entity) { artifactCollectionMembership(name: $name) {
     __typename id versionIndex aliases { alias }
     artifactCollection { __typename name }
     artifact { __typename id versionIndex state size digest digestAlgorithm fileCount
       ttlDurationSeconds ttlIsInherited tags { name } artifactType { name }
-      artifactSequence { __typename name } currentManifest { file { directUrl } } } } } }";
+      artifactSequence { __typename name } currentManifest { file { directUrl } }
+      aliases @include(if: $includeAliases) { alias } } } } }";
 
 const FILES_PAGE: &str = "query ArtifactMembershipFiles($entity: String!, $project: String!,
   $collection: String!, $alias: String!, $fileNames: [String!], $cursor: String, $perPage: Int = 50) {
@@ -239,6 +241,11 @@ async fn write_path_multipart_dedup_and_reads() {
     );
     assert_eq!(mem["versionIndex"], 0);
     let a = &mem["artifact"];
+    // `@include(if: $includeAliases)` honours the variable's declared default.
+    assert_eq!(
+        a["aliases"],
+        json!([{"alias": "gold"}, {"alias": "latest"}])
+    );
     assert_eq!(
         (
             a["state"].clone(),

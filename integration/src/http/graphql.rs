@@ -30,6 +30,38 @@ fn operation_name(req: &mut async_graphql::Request) -> Option<String> {
     }
 }
 
+/// Puts the declared defaults of absent variables into the request. async-graphql 7.2.1 applies
+/// defaults when resolving field arguments but not when it evaluates `@include(if: $v)` /
+/// `@skip(if: $v)`: an absent `$includeAliases: Boolean = true` counted as false and dropped
+/// `aliases` from every `ArtifactFragment` the SDK requests without sending the variable.
+fn fill_variable_defaults(req: &mut async_graphql::Request) {
+    let name = req.operation_name.clone();
+    let Ok(doc) = req.parsed_query() else {
+        return;
+    };
+    let operation = match (&doc.operations, name.as_deref()) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        _ => None,
+    };
+    let defaults: Vec<_> = operation
+        .map(|op| {
+            op.node
+                .variable_definitions
+                .iter()
+                .filter_map(|def| {
+                    let value = def.node.default_value.as_ref()?.node.clone();
+                    Some((def.node.name.node.clone(), value))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for (name, value) in defaults {
+        req.variables.entry(name).or_insert(value);
+    }
+}
+
 /// Handles one GraphQL request.
 pub async fn handle(
     State(state): State<Arc<HttpState>>,
@@ -62,6 +94,7 @@ pub async fn handle(
     if let Some(axum::Extension(rec)) = &record {
         rec.set_operation(Some(operation_name(&mut req).unwrap_or_default()));
     }
+    fill_variable_defaults(&mut req);
     let jobs = Arc::new(SpliceJobs::new(&app.splice_nonce));
     let hints = Arc::new(ResponseHints::default());
     let resp = state
