@@ -740,7 +740,6 @@ impl MetadataSource for LiveSource {
                 let r = run.clone();
                 self.caches.rendered.invalidate_if(move |(k, _, _)| *k == r);
             }
-            Invalidation::FileLocation(file) => self.forget_file(file).await,
         }
     }
 }

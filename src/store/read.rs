@@ -21,7 +21,7 @@ use object_store::{
 use super::Inner;
 use super::error::StoreError;
 use super::layout::{Location, SyntheticKind};
-use super::source::{FileEntry, FileRef, Invalidation, RunRef, SyntheticBody};
+use super::source::{FileEntry, FileRef, RunRef, SyntheticBody};
 use crate::client;
 
 pub(super) async fn get(
@@ -155,6 +155,19 @@ async fn get_file(
     let path = location.as_ref();
     let mut retried = false;
     loop {
+        // On the second round, a fresh URL first: that also refreshes the live source's
+        // metadata of the file, which `file_entry` then reads.
+        let fresh_url = if retried {
+            Some(
+                inner
+                    .source
+                    .locate(file, true)
+                    .await
+                    .map_err(|e| e.at(path))?,
+            )
+        } else {
+            None
+        };
         let entry = file_entry(inner, file)
             .await
             .map_err(|e| e.at(path))?
@@ -172,11 +185,14 @@ async fn get_file(
         if options.head || range.is_empty() {
             return Ok(result(meta, range, empty_body(), attributes));
         }
-        let url = inner
-            .source
-            .locate(file, retried)
-            .await
-            .map_err(|e| e.at(path))?;
+        let url = match fresh_url {
+            Some(url) => url,
+            None => inner
+                .source
+                .locate(file, false)
+                .await
+                .map_err(|e| e.at(path))?,
+        };
         let wanted = GetRange::Bounded(range.clone());
         let refetch = match inner.client.download(&url, Some(wanted)).await {
             Ok(download) if download.info.size == meta.size && download.range == range => {
@@ -206,10 +222,6 @@ async fn get_file(
             .into());
         }
         tracing::debug!(path, "{refetch}; refreshing the file's metadata and URL");
-        inner
-            .source
-            .invalidate(&Invalidation::FileLocation(file.clone()))
-            .await;
         retried = true;
     }
 }

@@ -238,8 +238,6 @@ pub trait RangeRead: Send + Sync + Debug {
 pub enum Invalidation {
     /// Everything known about one run (files, record, rendered files).
     Run(RunRef),
-    /// The file URLs of a run or artifact file (after a signed URL was refused).
-    FileLocation(FileRef),
 }
 
 /// The store's view of W&B metadata. See the module docs for the contract.
@@ -296,11 +294,13 @@ pub trait MetadataSource: Send + Sync + Debug + 'static {
         name: &str,
     ) -> SourceResult<Option<FileEntry>>;
 
-    /// Where to download a file. `fresh` asks for a new signed URL (the previous one was
-    /// refused). [`StoreError::NotFound`] when the file does not exist.
+    /// Where to download a file. `fresh` asks for a new signed URL because the previous one
+    /// was refused or the download disagreed with the metadata: a caching source drops what
+    /// it knows about the file (URL and metadata) and asks W&B again.
+    /// [`StoreError::NotFound`] when the file does not exist.
     async fn locate(&self, file: &FileRef, fresh: bool) -> SourceResult<FileLocation>;
 
-    /// Drops cached state after a write or a refused URL. Sources without caches ignore it.
+    /// Drops cached state after a write. Sources without caches ignore it.
     async fn invalidate(&self, what: &Invalidation) {
         let _ = what;
     }

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use md5::{Digest as _, Md5};
 use object_store::path::Path;
 use object_store::{
-    CopyMode, CopyOptions, GetOptions, ObjectStore as _, PutMode, PutOptions, PutPayload,
-    PutResult, RenameOptions, RenameTargetMode,
+    CopyMode, CopyOptions, GetOptions, ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions,
+    PutPayload, PutResult, RenameOptions, RenameTargetMode,
 };
 
 use super::error::StoreError;
@@ -145,6 +145,8 @@ pub(super) async fn copy(
     options: CopyOptions,
 ) -> object_store::Result<()> {
     writable(store, to)?;
+    // A missing source is reported as such whatever the mode (object_store's contract).
+    store.head(from).await?;
     if !matches!(options.mode, CopyMode::Overwrite) {
         return Err(not_implemented(
             store,
@@ -177,6 +179,7 @@ pub(super) async fn rename(
     options: RenameOptions,
 ) -> object_store::Result<()> {
     writable(store, from)?;
+    store.head(from).await?;
     if !matches!(options.target_mode, RenameTargetMode::Overwrite) {
         return Err(not_implemented(
             store,
