@@ -554,9 +554,7 @@ print("RUN_ID=" + run.id)
         .to_owned()
 }
 
-// The emulator accepts the SDK's `log_artifact` but does not serve the artifact read path yet
-// (`Project.artifactTypes`, …: "Unknown field"). Run with `--ignored` once it does.
-#[ignore = "wandb-emulator does not serve artifact reads (Project.artifactTypes) yet"]
+// Artifacts logged by the real SDK, read back through every artifact operation of the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifacts_logged_by_the_real_sdk() {
     let emu = Emulator::start().expect("emulator starts");
