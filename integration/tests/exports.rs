@@ -390,3 +390,63 @@ async fn seeded_histories_export_lazily_into_the_blob_store() {
         .count();
     assert_eq!(specials, non_finite);
 }
+
+/// The `--export-delay` / `--export-rows-per-file` flags of the binary plug the exports in.
+#[tokio::test]
+async fn the_binary_exports_with_export_delay() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    /// Kills the server however the test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wandb-emulator"))
+        .args([
+            "--api-key",
+            TEST_KEY,
+            "--seed",
+            "emulator/cli:runs=1,steps=250,keys=6,files=1,bigfile=0",
+            "--export-delay",
+            "0",
+            "--export-rows-per-file",
+            "100",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn wandb-emulator");
+    let stdout = child.stdout.take().expect("stdout");
+    let _server = Kill(child);
+    let mut base = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if line == "ready" {
+            break;
+        }
+        if let Some(url) = line.strip_prefix("base_url=") {
+            base = Some(url.to_string());
+        }
+    }
+    let gql = Gql::new(&base.expect("base_url line"), TEST_KEY);
+    let runs = gql
+        .data(
+            "query { project(name: \"cli\", entityName: \"emulator\") { runs { edges { node { name state } } } } }",
+            json!({}),
+        )
+        .await;
+    let name = runs["project"]["runs"]["edges"][0]["node"]["name"]
+        .as_str()
+        .expect("a run")
+        .to_string();
+    assert_eq!(
+        runs["project"]["runs"]["edges"][0]["node"]["state"],
+        "finished"
+    );
+    let (urls, live) = parquet_history(&gql, &RunKey::new("emulator", "cli", name)).await;
+    assert_eq!((urls.len(), live.len()), (3, 0), "250 rows at 100 per file");
+}
