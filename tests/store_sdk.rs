@@ -6,7 +6,7 @@
 
 mod store_support;
 
-use object_store::ObjectStoreExt;
+use object_store::{ObjectStore, ObjectStoreExt};
 use store_support::*;
 use wandb_emulator::{Emulator, EmulatorConfig, RunKey, SeedSpec};
 
@@ -135,4 +135,39 @@ async fn synthetic_files_match_the_sdk_on_sdk_logged_runs() {
     let saved = get_bytes(&store, &format!("{prefix}/sub/dir/data.bin")).await;
     let expected: Vec<u8> = (0..70_000u32).map(|i| ((i * 7 + 3) % 256) as u8).collect();
     assert_eq!(saved, expected);
+
+    // The artifact the SDK logged (`log_artifact`, two files, alias `first-cut`): listed under
+    // its version, reachable through both aliases, bytes as the SDK uploaded them.
+    let collection = format!("{ENTITY}/{PROJECT_E2E}/artifacts/dataset/main-dataset");
+    let versions = store
+        .list_with_delimiter(Some(&p(&collection)))
+        .await
+        .unwrap();
+    assert_eq!(versions.common_prefixes, [p(&format!("{collection}/v0"))]);
+    let files: Vec<_> = list_all(&store, &format!("{collection}/v0"))
+        .await
+        .into_iter()
+        .map(|m| m.location.to_string())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            format!("{collection}/v0/images/sample.bin"),
+            format!("{collection}/v0/labels.csv")
+        ]
+    );
+    let labels: String = std::iter::once("id,label\n".to_owned())
+        .chain((0..50).map(|i| format!("{i},{}\n", i % 3)))
+        .collect();
+    let sample: Vec<u8> = (0..5_000u32).map(|i| ((i * 31 + 7) % 256) as u8).collect();
+    for version in ["v0", "latest", "first-cut"] {
+        assert_eq!(
+            get_bytes(&store, &format!("{collection}/{version}/labels.csv")).await,
+            labels.as_bytes()
+        );
+        assert_eq!(
+            get_bytes(&store, &format!("{collection}/{version}/images/sample.bin")).await,
+            sample
+        );
+    }
 }
