@@ -44,7 +44,7 @@ fn rows_after(last_step: i64, n: i64) -> Vec<String> {
         .map(|s| {
             format!(
                 r#"{{"_step":{s},"loss":{},"appended":true,"nan":NaN}}"#,
-                1.0 / s as f64
+                1.0 / (s + 1) as f64
             )
         })
         .collect()
@@ -280,4 +280,69 @@ async fn one_run_target_syncs_just_that_run() {
             .unwrap()
             .contains("not found")
     );
+}
+
+/// Appends system-metric rows to a run through `file_stream`, as the SDK does.
+async fn post_events(emu: &Emulator, key: &RunKey, offset: usize, rows: &[String]) {
+    let url = format!(
+        "{}/files/{}/{}/{}/file_stream",
+        emu.base_url(),
+        key.entity,
+        key.project,
+        key.name
+    );
+    let body = serde_json::json!({
+        "files": {"wandb-events.jsonl": {"offset": offset, "content": rows}}
+    });
+    reqwest::Client::new()
+        .post(url)
+        .basic_auth("api", Some(emu.api_key()))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("file_stream")
+        .error_for_status()
+        .expect("file_stream status");
+}
+
+fn events(from: usize, n: usize) -> Vec<String> {
+    (from..from + n)
+        .map(|i| {
+            format!(
+                r#"{{"system.cpu":{},"system.gpu.0.temp":NaN,"_wandb":true,"_timestamp":{},"_runtime":{i}}}"#,
+                i as f64 * 1.5,
+                1.7e9 + i as f64
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_events_are_mirrored_then_appended() {
+    let emu = seeded(3, 40);
+    let live = RunKey::new(ENTITY, PROJECT, "liverun01");
+    assert!(emu.create_run(&live));
+    emu.append_history(&live, &rows_after(-1, 25)).unwrap();
+    post_events(&emu, &live, 0, &events(0, 30)).await;
+    let db = database().await;
+    let engine = engine(client(&emu), &db.mirror, SyncOptions::default());
+    let target = format!("{ENTITY}/{PROJECT}");
+    let report = sync(&engine, &target).await;
+    assert!(report.is_success(), "{report:#?}");
+    assert_eq!(report.events, 30);
+    assert_eq!(
+        mirror_stream(&db.mirror, &live, Stream::System).await,
+        expected_jsonl(&emu.events_rows(&live).unwrap())
+    );
+
+    // More events (and rows) on the live run: the new ones are appended, nothing repeated.
+    post_events(&emu, &live, 30, &events(30, 12)).await;
+    emu.append_history(&live, &rows_after(24, 5)).unwrap();
+    emu.reset_counters();
+    let report = sync(&engine, &target).await;
+    assert!(report.is_success(), "{report:#?}");
+    assert_eq!((report.events, report.rows), (12, 5));
+    assert_eq!(emu.counters().operation("RunFullHistory"), 1);
+    assert_mirror_matches(&emu, &db, ENTITY, PROJECT).await;
 }

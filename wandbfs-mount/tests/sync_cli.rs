@@ -266,3 +266,78 @@ async fn a_storm_and_a_poisoned_run_fail_only_that_run_with_status_2() {
         text(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_mode_follows_a_live_run_until_interrupted() {
+    const ENTITY: &str = "emulator";
+    const PROJECT: &str = "watched";
+    let spec = SeedSpec::new(ENTITY, PROJECT)
+        .runs(3)
+        .steps(100)
+        .keys(4)
+        .files(2)
+        .bigfile(0);
+    let emu = Emulator::start_with(EmulatorConfig::default().seed(spec)).expect("emulator");
+    let live = RunKey::new(ENTITY, PROJECT, "tailme01");
+    assert!(emu.create_run(&live));
+    emu.append_history(&live, &new_rows(-1, 10, 0)).unwrap();
+    let db = fresh_database().await.expect("throwaway Postgres");
+    let home = tempfile::tempdir().expect("home");
+    let target = format!("{ENTITY}/{PROJECT}");
+    let mut child = sync_command(
+        &emu,
+        &db,
+        home.path(),
+        &[&target, "--interval", "1", "--json", "--max-rps", "0"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("wandbfs starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(report) = serde_json::from_str(&line) {
+                let _ = tx.send(report);
+            }
+        }
+    });
+    let next_report = || {
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("a summary per round")
+    };
+    let first = next_report();
+    assert_eq!(first["rows"], 3 * 100 + 10, "{first}");
+
+    // Rows arrive on the live run; a later round picks them up (and only them).
+    emu.append_history(&live, &new_rows(9, 25, 1)).unwrap();
+    let mut picked = 0;
+    for _ in 0..10 {
+        let report = next_report();
+        picked += report["rows"].as_u64().unwrap();
+        if picked >= 25 {
+            break;
+        }
+    }
+    assert_eq!(picked, 25);
+
+    // SIGINT between rounds ends the watch cleanly.
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("exit");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("runs listed"),
+        "plain progress lines: {stderr}"
+    );
+    truth::assert_mirror_matches(&emu, &db, ENTITY, PROJECT).await;
+}
