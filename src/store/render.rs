@@ -86,6 +86,38 @@ impl RunDetail {
     }
 }
 
+impl From<&crate::mirror::model::RunMetadata> for RunDetail {
+    /// The mirror's run record, for the mirror-backed source: the same fields the live source
+    /// reads from W&B, so the synthetic files render to the same bytes.
+    fn from(m: &crate::mirror::model::RunMetadata) -> Self {
+        RunDetail {
+            entity: m.entity.clone(),
+            project: m.project.clone(),
+            id: m.id.clone(),
+            storage_id: m.storage_id.clone(),
+            display_name: m.display_name.clone(),
+            state: m.state.clone(),
+            user: m.user.clone(),
+            user_full_name: m.user_full_name.clone(),
+            group: m.group.clone(),
+            job_type: m.job_type.clone(),
+            sweep: m.sweep.clone(),
+            tags: m.tags.clone(),
+            notes: m.notes.clone(),
+            description: m.description.clone(),
+            commit: m.commit.clone(),
+            created_at: m.created_at,
+            heartbeat_at: m.heartbeat_at,
+            updated_at: m.updated_at,
+            history_line_count: m.history_line_count,
+            last_step: m.last_step,
+            config: m.config.clone(),
+            summary: m.summary.clone(),
+            system_metrics: m.system_metrics.clone(),
+        }
+    }
+}
+
 /// The entity tag of a synthetic file: base64 MD5 of its bytes (the format W&B uses for run
 /// files' `md5`).
 pub fn e_tag(content: &[u8]) -> String {
@@ -369,6 +401,51 @@ mod tests {
              {\"_step\":1,\"x\":2}\n"
         );
         assert!(jsonl(["{\n\"broken\": }"]).is_err());
+    }
+
+    /// The mirror's record of a run renders to the same bytes as the live record.
+    #[test]
+    fn mirror_records_render_like_live_ones() {
+        let live = detail();
+        let mirror = crate::mirror::model::RunMetadata {
+            entity: live.entity.clone(),
+            project: live.project.clone(),
+            id: live.id.clone(),
+            display_name: live.display_name.clone(),
+            state: live.state.clone(),
+            user: live.user.clone(),
+            user_full_name: live.user_full_name.clone(),
+            group: live.group.clone(),
+            job_type: live.job_type.clone(),
+            sweep: live.sweep.clone(),
+            tags: live.tags.clone(),
+            notes: live.notes.clone(),
+            description: live.description.clone(),
+            commit: live.commit.clone(),
+            created_at: live.created_at,
+            heartbeat_at: live.heartbeat_at,
+            updated_at: live.updated_at,
+            last_step: live.last_step,
+            history_line_count: live.history_line_count,
+            storage_id: live.storage_id.clone(),
+            deleted: false,
+            deleted_at: None,
+            last_synced_at: DateTime::UNIX_EPOCH,
+            config: live.config.clone(),
+            summary: live.summary.clone(),
+            system_metrics: live.system_metrics.clone(),
+            run_pk: crate::mirror::model::RunPk(7),
+        };
+        let from_mirror = RunDetail::from(&mirror);
+        assert_eq!(from_mirror, live);
+        assert_eq!(
+            metadata_json(&from_mirror).unwrap(),
+            metadata_json(&live).unwrap()
+        );
+        assert_eq!(
+            config_json(&from_mirror).unwrap(),
+            config_json(&live).unwrap()
+        );
     }
 
     #[test]
