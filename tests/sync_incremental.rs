@@ -346,3 +346,43 @@ async fn system_events_are_mirrored_then_appended() {
     assert_eq!(emu.counters().operation("RunFullHistory"), 1);
     assert_mirror_matches(&emu, &db, ENTITY, PROJECT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_history_is_refetched_and_full_reconciles() {
+    let emu = seeded(4, 200);
+    let db = database().await;
+    let engine = engine(client(&emu), &db.mirror, SyncOptions::default());
+    let target = format!("{ENTITY}/{PROJECT}");
+    assert!(sync(&engine, &target).await.is_success());
+
+    // Upstream, a run's history is replaced by a shorter one (a rewind): the mirror notices
+    // that its last step is past W&B's and fetches the run's history again.
+    let run = run_key(&emu, 1);
+    assert!(emu.delete_run(&run));
+    assert!(emu.create_run(&run));
+    emu.append_history(&run, &rows_after(-1, 50)).unwrap();
+    emu.set_state(&run, "finished").unwrap();
+    let report = sync(&engine, &target).await;
+    assert!(report.is_success(), "{report:#?}");
+    assert!(
+        report.warnings.iter().any(|w| w.contains("rewritten")),
+        "{report:#?}"
+    );
+    assert_mirror_matches(&emu, &db, ENTITY, PROJECT).await;
+
+    // `--full` re-checks every run (full records, events, files) and changes nothing when the
+    // mirror is right.
+    let engine = engine.with_options(SyncOptions {
+        full: true,
+        ..SyncOptions::default()
+    });
+    emu.reset_counters();
+    let report = sync(&engine, &target).await;
+    assert!(report.is_success(), "{report:#?}");
+    assert_eq!(report.projects[0].mode, "full");
+    assert_eq!((report.runs_synced, report.rows), (4, 0));
+    let ops = operations(&emu);
+    assert_eq!(ops.get("RunFiles"), Some(&4), "{ops:?}");
+    assert_eq!(ops.get("HistoryPage"), None, "{ops:?}");
+    assert_mirror_matches(&emu, &db, ENTITY, PROJECT).await;
+}
