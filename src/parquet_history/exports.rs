@@ -8,8 +8,8 @@
 //!    steps must rise within a file and files must not interleave. Any violation is reported
 //!    *before* a single row is returned, so the caller can page the live API instead.
 //! 3. Files are then read in step order, one record batch at a time, rendered
-//!    ([`super::render`]) and sent through a channel of two batches: memory holds one decoded
-//!    batch, the batches in the channel and the parquet reader's current pages — never a file,
+//!    ([`super::render`]) and sent through a channel of one batch: memory holds one decoded
+//!    batch, the batch in the channel and the parquet reader's current pages — never a file,
 //!    let alone a run. Temporary files are deleted when the stream ends or is dropped.
 
 use std::fs::File;
@@ -41,7 +41,7 @@ pub(super) fn stream(
     plan: ReadPlan,
     options: ReaderOptions,
 ) -> BoxStream<'static, Result<RowBatch>> {
-    let (tx, rx) = mpsc::channel::<Result<RowBatch>>(2);
+    let (tx, rx) = mpsc::channel::<Result<RowBatch>>(1);
     tokio::spawn(async move {
         let files = match download_all(&client, &plan, &options).await {
             Ok(files) => files,

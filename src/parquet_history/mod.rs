@@ -36,7 +36,9 @@ use crate::client::Client;
 /// How exports are read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReaderOptions {
-    /// Rows per decoded (and emitted) batch. Default 8,192.
+    /// Rows per decoded (and emitted) batch. Default 4,096: with the batches queued behind it
+    /// (one in the reader's channel, the consumer's own buffers) a run in flight holds a few
+    /// MiB of rendered rows, like a paged run.
     pub batch_rows: usize,
     /// Files downloaded at once. Default 2.
     pub download_concurrency: usize,
@@ -47,7 +49,7 @@ pub struct ReaderOptions {
 impl Default for ReaderOptions {
     fn default() -> Self {
         ReaderOptions {
-            batch_rows: 8192,
+            batch_rows: 4096,
             download_concurrency: 2,
             temp_dir: None,
         }

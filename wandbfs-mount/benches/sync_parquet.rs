@@ -114,7 +114,18 @@ struct SyncRun {
     seconds: f64,
     /// CPU seconds (user + system) of the `wandbfs` process.
     cpu: f64,
+    /// Its peak resident set size.
+    peak_mib: f64,
     http: serde_json::Value,
+}
+
+/// Peak resident set size (VmHWM) of a live process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// CPU seconds of this process's waited-for children (`cutime + cstime` in `/proc/self/stat`,
@@ -143,7 +154,7 @@ fn wandbfs_sync(
 ) -> anyhow::Result<SyncRun> {
     let started = Instant::now();
     let cpu_before = children_cpu_seconds();
-    let out = Command::new(WANDBFS)
+    let mut out = Command::new(WANDBFS)
         .args([
             "sync",
             &format!("{ENTITY}/{PROJECT}"),
@@ -163,8 +174,17 @@ fn wandbfs_sync(
         .env("WANDB_API_KEY", emu.api_key())
         .env("WANDBFS_DATABASE_URL", url)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .context("running wandbfs sync")?;
+    // Peak resident set size, sampled while it runs (its output is one short JSON line).
+    let mut peak_kib = 0;
+    while out.try_wait()?.is_none() {
+        peak_kib = peak_kib.max(peak_rss_kib(out.id()).unwrap_or(0));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = out.wait_with_output()?;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = children_cpu_seconds() - cpu_before;
     if !out.status.success() {
@@ -179,6 +199,7 @@ fn wandbfs_sync(
         rows: report["rows"].as_u64().unwrap_or(0),
         seconds,
         cpu,
+        peak_mib: peak_kib as f64 / 1024.0,
         http: report["api"].clone(),
     })
 }
@@ -338,13 +359,14 @@ fn main() -> anyhow::Result<()> {
             let c = emu.counters();
             println!(
                 "wandbfs sync, {name:<8} {} rows in {:6.2}s = {:>9.0} rows/s; client CPU {:.2}s = \
-                 {:.0} rows per CPU-second  (API {}; {} HistoryPage, {} RunParquetHistory, {} \
-                 file downloads)",
+                 {:.0} rows per CPU-second, peak RSS {:.0} MiB  (API {}; {} HistoryPage, {} \
+                 RunParquetHistory, {} file downloads)",
                 run.rows,
                 run.seconds,
                 run.rows as f64 / run.seconds,
                 run.cpu,
                 run.rows as f64 / run.cpu,
+                run.peak_mib,
                 run.http,
                 c.operation("HistoryPage"),
                 c.operation("RunParquetHistory"),
