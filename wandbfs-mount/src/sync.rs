@@ -180,7 +180,9 @@ async fn sync_main(
     let mirror = Mirror::connect(
         &target,
         &ConnectOptions {
-            max_connections: args.jobs.max(1) + 4,
+            // Each ingest batch holds two connections (rows and chunks are written
+            // concurrently); the rest serve listings and bookkeeping.
+            max_connections: 2 * args.jobs.max(1) + 4,
             ..ConnectOptions::default()
         },
     )
