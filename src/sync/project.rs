@@ -170,14 +170,22 @@ async fn sync_project(
     let ctx = context(engine, target, tally, project_pk, updated_at);
     if !metadata_done && let Some(server_count) = probe.run_count {
         let mirrored = state::live_run_count(&engine.mirror, project_pk).await?;
-        if mirrored != server_count {
+        let expected = server_count - engine_state.count_offset.unwrap_or(0);
+        if mirrored != expected {
             tracing::info!(
-                "{target}: W&B has {server_count} runs, the mirror {mirrored}: metadata pass"
+                "{target}: W&B counts {server_count} runs, the mirror has {mirrored}: metadata \
+                 pass"
             );
             listing.metadata_pass(&ctx, RunFields::Lightweight).await?;
             metadata_done = true;
             *mode = "metadata";
         }
+    }
+    if metadata_done && let Some(server_count) = probe.run_count {
+        // What a complete listing does not return but `runCount` counts (runs hidden from the
+        // caller): remembered, so it does not trigger a metadata pass on every sync.
+        let mirrored = state::live_run_count(&engine.mirror, project_pk).await?;
+        engine_state.count_offset = Some(server_count - mirrored);
     }
 
     sync_state.created_watermark = listing.created.text().map(str::to_owned);

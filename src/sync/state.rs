@@ -203,6 +203,11 @@ pub(crate) struct ProjectEngineState {
     /// mirror only after one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) artifacts_synced_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// W&B's `runCount` minus the runs a complete listing returned, as of the last metadata
+    /// pass. Usually 0; a server that counts runs its listings hide would otherwise trigger a
+    /// metadata pass on every sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) count_offset: Option<i64>,
 }
 
 impl ProjectEngineState {
