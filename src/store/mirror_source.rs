@@ -294,34 +294,6 @@ where
         .boxed()
 }
 
-fn detail(meta: &RunMetadata) -> RunDetail {
-    RunDetail {
-        entity: meta.entity.clone(),
-        project: meta.project.clone(),
-        id: meta.id.clone(),
-        storage_id: meta.storage_id.clone(),
-        display_name: meta.display_name.clone(),
-        state: meta.state.clone(),
-        user: meta.user.clone(),
-        user_full_name: meta.user_full_name.clone(),
-        group: meta.group.clone(),
-        job_type: meta.job_type.clone(),
-        sweep: meta.sweep.clone(),
-        tags: meta.tags.clone(),
-        notes: meta.notes.clone(),
-        description: meta.description.clone(),
-        commit: meta.commit.clone(),
-        created_at: meta.created_at,
-        heartbeat_at: meta.heartbeat_at,
-        updated_at: meta.updated_at,
-        history_line_count: meta.history_line_count,
-        last_step: meta.last_step,
-        config: meta.config.clone(),
-        summary: meta.summary.clone(),
-        system_metrics: meta.system_metrics.clone(),
-    }
-}
-
 /// Byte ranges of a mirrored stream, read in bounded pieces.
 #[derive(Clone)]
 struct StreamRange {
@@ -490,7 +462,7 @@ impl MetadataSource for MirrorSource {
         if !self.synthetic_is_current(&meta, &state) {
             return Err(Self::not_covered(format!("{run}/{}", kind.file_name())));
         }
-        let detail = detail(&meta);
+        let detail = RunDetail::from(&meta);
         let last_modified = detail.last_modified();
         let path = format!("{run}/{}", kind.file_name());
         let rendered = |bytes: Vec<u8>| SyntheticObject {
