@@ -112,7 +112,13 @@ async fn kill_9_at_random_moments_then_resume_converges_exactly() {
     let mut kills = 0;
     let mut attempts = 0;
     let started = Instant::now();
-    while kills < 12 {
+    // Where to kill is chosen by progress, not by wall time, so that the kills land during the
+    // ingest however fast this machine is: kill k waits until the mirror holds about
+    // (k + U(0.1, 0.9)) / KILLS of the seeded rows. The first two kills come after a short
+    // random delay instead, to hit the listing and metadata phases too.
+    const KILLS: usize = 12;
+    let total_seeded = 40 * 12_500_i64;
+    while kills < KILLS {
         attempts += 1;
         assert!(
             attempts < 40,
@@ -123,8 +129,21 @@ async fn kill_9_at_random_moments_then_resume_converges_exactly() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("wandbfs starts");
-        let delay = Duration::from_millis(rng.random_range(120..900));
-        tokio::time::sleep(delay).await;
+        if kills < 2 {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(30..300))).await;
+        } else {
+            let fraction = (kills as f64 + rng.random_range(0.1..0.9)) / KILLS as f64;
+            let threshold = (total_seeded as f64 * fraction) as i64;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while child.try_wait().expect("poll").is_none()
+                && mirrored().await < threshold
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Already past the threshold (a slow previous kill): still kill mid-flight.
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..40))).await;
+        }
         if child.try_wait().expect("poll").is_none() {
             child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix.
             let status = child.wait().expect("reap");
