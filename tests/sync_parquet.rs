@@ -534,3 +534,39 @@ async fn expired_export_urls_are_fetched_again_and_batches_stay_bounded() {
     let refused = emu.requests().iter().filter(|r| r.status == 403).count();
     assert!(refused >= 1, "the old URLs were refused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_runs_skip_the_export_lookup() {
+    const PROJECT: &str = "live";
+    let emu = Emulator::start_with(EmulatorConfig::default()).expect("emulator");
+    let done = add_canonical_run(&emu, PROJECT, "done", 0..3_000);
+    let live = RunKey::new(ENTITY, PROJECT, "live");
+    emu.create_run(&live);
+    let rows: Vec<String> = (0..3_000).map(canonical_row).collect();
+    emu.append_history(&live, &rows).expect("append");
+    emu.set_state(&live, "running").expect("state");
+    let exports = ParquetExports::install(&emu, ExportConfig::immediate());
+    assert_eq!(exports.prepare_project(&emu, ENTITY, PROJECT), 1);
+
+    let db = fresh_database().await.expect("db");
+    emu.reset_counters();
+    sync(&emu, &db.mirror, PROJECT, true).await;
+    let counters = emu.counters();
+    // One listing for the finished run; none for the running one (W&B never exports a live
+    // run, and the lookup would return every live step).
+    assert_eq!(
+        counters.operation("RunParquetHistory"),
+        1,
+        "{:?}",
+        counters.by_operation
+    );
+    assert!(counters.operation("HistoryPage") >= 1);
+    for key in [&done, &live] {
+        let truth = emu.history_rows(key).expect("rows");
+        assert_eq!(
+            jsonl_rows(&jsonl(&db.mirror, key).await).len(),
+            truth.len(),
+            "{key}"
+        );
+    }
+}

@@ -37,6 +37,10 @@ pub struct HistoryRequest {
     /// Rows expected in the range (`historyLineCount` minus mirrored rows), when known; sizes
     /// the step windows.
     pub expected_rows: Option<u64>,
+    /// The run is in a terminal state (finished, failed, crashed, killed). W&B exports history
+    /// as parquet only for such runs, so sources skip the export lookup otherwise: for a live
+    /// run it would cost a call and a `liveData` list of every step.
+    pub run_finished: bool,
 }
 
 impl HistoryRequest {
@@ -279,6 +283,7 @@ mod tests {
             from_step: from,
             last_step: last,
             expected_rows: expected,
+            run_finished: true,
         }
     }
 

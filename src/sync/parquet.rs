@@ -5,8 +5,9 @@
 //! has exports. If so, the exported rows of the window come from the files (one download per
 //! file, whatever the row count; see [`crate::parquet_history`]) and only the steps past them —
 //! the rows not exported yet — are paged with `history(minStep, maxStep)` by the wrapped
-//! [`PagedHistory`]. Without exports (running runs, runs too fresh to be compacted, servers
-//! without exports) the whole request is paged as before. Small requests (the tail of a live
+//! [`PagedHistory`]. Without exports (runs too fresh to be compacted, servers without exports)
+//! the whole request is paged as before; runs not in a terminal state are never exported by
+//! W&B, so their requests skip the listing call. Small requests (the tail of a live
 //! run, a short run) skip the listing call and page directly: there the listing would cost as
 //! much as the pages it could save.
 //!
@@ -67,7 +68,7 @@ impl HistorySource for ParquetHistory {
         let expected = request
             .expected_rows
             .unwrap_or_else(|| u64::try_from(span).unwrap_or(0));
-        if expected < self.min_rows {
+        if expected < self.min_rows || !request.run_finished {
             return self.paged.fetch(client, request);
         }
         let (tx, rx) = mpsc::channel(self.paged.prefetch.max(1));

@@ -196,6 +196,7 @@ async fn sync_history(
         expected_rows: view
             .lines
             .map(|l| u64::try_from(l).unwrap_or(0).saturating_sub(mirrored_rows)),
+        run_finished: crate::sync::records::is_terminal(view.sig.state.as_deref()),
     };
     let mut batches = ctx.history.fetch(ctx.client, request);
     let min_rows = ctx.options.history_page_rows.max(1) as usize;

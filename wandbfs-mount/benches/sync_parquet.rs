@@ -82,6 +82,7 @@ async fn fetch_all(
                 from_step: 0,
                 last_step: info.last_step?,
                 expected_rows: Some(info.history_line_count),
+                run_finished: wandbfs::sync::records::is_terminal(Some(info.state.as_str())),
             })
         })
         .collect();
