@@ -100,6 +100,52 @@ fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64()
 }
 
+/// CPU seconds (user + system) of process `pid` from `/proc/<pid>/stat` (0 if unreadable).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; Linux
+    // reports them in USER_HZ = 100 ticks per second.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of the cluster's server processes alive now: the postmaster and its children
+/// (backends, WAL writer, checkpointer, …).
+fn server_cpu_seconds(cluster: &TempCluster) -> f64 {
+    let pid_file = cluster.cluster().dir().join("data/postmaster.pid");
+    let Some(postmaster) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|t| t.lines().next().map(str::to_owned))
+    else {
+        return 0.0;
+    };
+    let mut total = cpu_seconds(&postmaster);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned));
+        if ppid.as_deref() == Some(postmaster.as_str()) {
+            total += cpu_seconds(&name);
+        }
+    }
+    total
+}
+
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -167,6 +213,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?
         .run_pk;
+    let wal_before: String = raw
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    let (client_cpu_before, server_cpu_before) =
+        (cpu_seconds("self"), server_cpu_seconds(&cluster));
     let started = Instant::now();
     let mut writer = mirror.stream_writer(run, Stream::History);
     for s in 0..rows {
@@ -175,6 +227,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let outcome = writer.finish().await?;
     let ingest = started.elapsed();
+    let (client_cpu, server_cpu) = (
+        cpu_seconds("self") - client_cpu_before,
+        server_cpu_seconds(&cluster) - server_cpu_before,
+    );
+    let wal_bytes: i64 = raw
+        .query_one(
+            "SELECT (pg_current_wal_lsn() - $1::text::pg_lsn)::int8",
+            &[&wal_before],
+        )
+        .await?
+        .get(0);
     assert_eq!(outcome.inserted, rows as u64);
     let baseline_after = raw_copy(&raw, "bench_raw_2", rows).await?;
     let rate = |d: Duration| rows as f64 / d.as_secs_f64();
@@ -187,6 +250,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         rate(baseline_after),
         rate(ingest) / rate(baseline_before),
         rate(ingest) / rate(baseline_after),
+    );
+    println!(
+        "cpu per row during ingest: client {:.2} µs (generating + decomposing + encoding rows), \
+         server {:.2} µs (all Postgres processes) | WAL {:.0} bytes per row",
+        client_cpu * 1e6 / rows as f64,
+        server_cpu * 1e6 / rows as f64,
+        wal_bytes as f64 / rows as f64
     );
     let sizes = raw
         .query_one(
@@ -244,11 +314,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         elapsed.as_micros() as f64 / reads as f64
     );
 
-    // Baseline for reads: rendering the file from the jsonb rows (what a mirror without
-    // chunks does, and not byte-exact: jsonb reorders keys and respells numbers).
+    // Baseline for reads: rendering the file from the SQL rows (what a mirror without chunks
+    // does, and not byte-exact: jsonb reorders keys and respells numbers).
     let started = Instant::now();
     let statement = raw
-        .prepare("SELECT row::text FROM wandb.history WHERE run_pk = $1 ORDER BY step")
+        .prepare("SELECT row::text FROM wandb.history_rows WHERE run_pk = $1 ORDER BY step")
         .await?;
     let params: Vec<&(dyn ToSql + Sync)> = vec![&run.0];
     let stream = raw.query_raw(&statement, params).await?;
@@ -261,36 +331,44 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let elapsed = started.elapsed();
     println!(
-        "baseline: render from jsonb rows {:>6.0} MB/s ({:.2}s for {:.0} MiB)",
+        "baseline: render from SQL rows (history_rows) {:>6.0} MB/s ({:.2}s for {:.0} MiB)",
         mb_per_s(rendered, elapsed),
         elapsed.as_secs_f64(),
         rendered as f64 / (1 << 20) as f64
     );
-    // SQL over the mirror: one metric of the whole run through the long-format view, and the
-    // same directly from the jsonb rows.
-    for (what, sql) in [
+    // SQL over the mirror: one metric of the whole run through the long-format view, every
+    // metric, and one metric read from the rebuilt jsonb rows.
+    let keys_per_row = 23i64; // every key but `_step`
+    for (what, sql, expected) in [
         (
             "metrics view, one key",
             "SELECT count(*), avg(value) FROM wandb.metrics
              WHERE entity = 'bench' AND project = 'bench' AND run_id = 'bench0001'
                AND key = 'train/metric_00'",
+            rows,
         ),
         (
-            "jsonb rows, one key",
-            "SELECT count(*), avg(wandb.as_float8(row -> 'train/metric_00'))
-             FROM wandb.history WHERE run_pk = (SELECT run_pk FROM wandb.runs
-                                                WHERE run_id = 'bench0001')",
+            "metrics view, every key",
+            "SELECT count(*), avg(value) FROM wandb.metrics
+             WHERE entity = 'bench' AND project = 'bench' AND run_id = 'bench0001'",
+            rows * keys_per_row,
+        ),
+        (
+            "history_rows view, one key",
+            "SELECT count(*), avg((row ->> 'train/metric_00')::float8) FROM wandb.history_rows
+             WHERE entity = 'bench' AND project = 'bench' AND run_id = 'bench0001'",
+            rows,
         ),
     ] {
         let started = Instant::now();
         let row = raw.query_one(sql, &[]).await?;
         let n: i64 = row.get(0);
-        assert_eq!(n, rows);
+        assert_eq!(n, expected, "{what}");
         let elapsed = started.elapsed();
         println!(
-            "sql: {what}: {:.2}s ({:.0} rows/s)",
+            "sql: {what}: {:.2}s ({:.0} values/s)",
             elapsed.as_secs_f64(),
-            rows as f64 / elapsed.as_secs_f64()
+            n as f64 / elapsed.as_secs_f64()
         );
     }
     println!("peak RSS of this process: {:.0} MiB", peak_rss_mib());

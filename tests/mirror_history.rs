@@ -121,7 +121,7 @@ async fn fidelity_of_nan_infinity_nested_unicode_and_int_vs_float() {
     // Nested keys are dotted; SQL can read the JSON too.
     let nested: String = client
         .query_one(
-            "SELECT row #>> '{a_second,nested,deep,1}' FROM wandb.history WHERE step = 1",
+            "SELECT row #>> '{a_second,nested,deep,1}' FROM wandb.history_rows WHERE step = 1",
             &[],
         )
         .await
@@ -130,7 +130,7 @@ async fn fidelity_of_nan_infinity_nested_unicode_and_int_vs_float() {
     assert_eq!(nested, "2.5");
     let unicode: String = client
         .query_one(
-            "SELECT row ->> 'ключ/ä' FROM wandb.history WHERE step = 2",
+            "SELECT row ->> 'ключ/ä' FROM wandb.history_rows WHERE step = 2",
             &[],
         )
         .await
@@ -139,7 +139,7 @@ async fn fidelity_of_nan_infinity_nested_unicode_and_int_vs_float() {
     assert_eq!(unicode, "värde ✓ é \"quoted\" \\ back");
     let loss: f64 = client
         .query_one(
-            "SELECT (row ->> 'loss')::float8 FROM wandb.history WHERE step = 0",
+            "SELECT (row ->> 'loss')::float8 FROM wandb.history_rows WHERE step = 0",
             &[],
         )
         .await
@@ -277,10 +277,27 @@ async fn a_failing_batch_leaves_everything_as_before() {
     let before_state = db.mirror.run_sync_state(run).await.unwrap();
     let before_bytes = full_read(&db.mirror, run, Stream::History).await;
 
-    // Valid W&B rows followed by one Postgres rejects mid-COPY (not JSON at all): the whole
-    // transaction — rows, chunks, state — must roll back.
+    // Valid W&B rows followed by one that is not JSON at all: every row is decomposed on the
+    // client before anything is written, so the batch fails naming the row.
     let mut bad: Vec<(i64, String)> = (30..40).map(|i| (i as i64, lines[i].clone())).collect();
     bad.push((40, "{\"x\": [1, 2".to_string()));
+    let err = db
+        .mirror
+        .ingest_batch(run, Stream::History, &bad)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("step 40"), "{err}");
+
+    // A batch the server rejects mid-COPY (here: a constraint the test adds, failing at step
+    // 35): the whole transaction — rows, chunks, state — must roll back.
+    let client = db.raw_client().await.unwrap();
+    client
+        .batch_execute(
+            "ALTER TABLE wandb.history ADD CONSTRAINT test_no_35 CHECK (step <> 35) NOT VALID",
+        )
+        .await
+        .unwrap();
+    bad.pop();
     let err = db
         .mirror
         .ingest_batch(run, Stream::History, &bad)
@@ -289,9 +306,13 @@ async fn a_failing_batch_leaves_everything_as_before() {
     // The server's own message (and where it happened) is part of the error text.
     let text = err.to_string();
     assert!(
-        text.contains("database error") && text.contains("json"),
+        text.contains("database error") && text.contains("test_no_35"),
         "{text}"
     );
+    client
+        .batch_execute("ALTER TABLE wandb.history DROP CONSTRAINT test_no_35")
+        .await
+        .unwrap();
 
     let after_state = db.mirror.run_sync_state(run).await.unwrap();
     assert_eq!(
@@ -303,7 +324,6 @@ async fn a_failing_batch_leaves_everything_as_before() {
         full_read(&db.mirror, run, Stream::History).await,
         before_bytes
     );
-    let client = db.raw_client().await.unwrap();
     let n: i64 = client
         .query_one(
             "SELECT count(*) FROM wandb.history WHERE run_pk = $1",

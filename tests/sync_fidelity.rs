@@ -157,7 +157,7 @@ async fn history_jsonl_equals_the_sdks_scan_history() {
         .query_one(
             "SELECT (row->>'nan')::float8 = 'NaN'::float8, row->'nested'->'a'->>'c',
                     (row->>'inf')::float8, row->>'emoji 🚀'
-             FROM wandb.history WHERE run_pk = $1 AND step = 0",
+             FROM wandb.history_rows WHERE run_pk = $1 AND step = 0",
             &[&run.0],
         )
         .await

@@ -134,8 +134,7 @@ async fn jsonl(mirror: &Mirror, key: &RunKey) -> Vec<u8> {
 async fn sql_rows(db: &TestDatabase, key: &RunKey) -> Vec<(i64, String)> {
     let sql = db.raw_client().await.expect("sql");
     sql.query(
-        "SELECT h.step, h.row::text FROM wandb.history h JOIN wandb.runs r USING (run_pk)
-         WHERE r.run_id = $1 ORDER BY h.step",
+        "SELECT step, row::text FROM wandb.history_rows WHERE run_id = $1 ORDER BY step",
         &[&key.name],
     )
     .await

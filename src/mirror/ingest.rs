@@ -3,7 +3,9 @@
 //!
 //! A batch is applied by a transaction that (1) locks the run's sync-state row, (2) drops rows
 //! whose key (step, or event number) is not above the stored last key — so re-sending a batch
-//! after a crash, or overlapping pages, never duplicates anything, (3) COPYs the rows into
+//! after a crash, or overlapping pages, never duplicates anything — and decomposes the rest
+//! into numeric values and `extra` ([`super::rowcodec`]), resolving their key sets in the
+//! dictionary ([`super::dictionary`], committed on its own), (3) COPYs the rows into
 //! `wandb.history` / `wandb.system_events` in binary format, and (5) advances the sync state
 //! (last key, row count, byte length) and commits. Concurrently, on a second connection, (4) a
 //! chunk transaction appends the rows' JSON Lines text to the stream's chunks, rewriting at
@@ -18,14 +20,15 @@
 
 use std::borrow::Cow;
 
-use futures::pin_mut;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::{SinkExt, pin_mut};
 use tokio::sync::oneshot;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
 use super::error::{DbContext, MirrorError, Result};
 use super::model::RunPk;
-use super::sqljson::{JsonbText, to_sql_form};
+use super::rowcodec::{EncodedBatch, RowEncoder};
 use super::{Mirror, Stream};
 use crate::values;
 
@@ -81,9 +84,13 @@ impl Stream {
 
     fn row_table_copy(self) -> &'static str {
         match self {
-            Stream::History => "COPY wandb.history (run_pk, step, row) FROM STDIN (FORMAT binary)",
+            Stream::History => {
+                "COPY wandb.history (run_pk, step, key_set_id, vals, extra) \
+                 FROM STDIN (FORMAT binary)"
+            }
             Stream::System => {
-                "COPY wandb.system_events (run_pk, seq, row) FROM STDIN (FORMAT binary)"
+                "COPY wandb.system_events (run_pk, seq, key_set_id, vals, extra) \
+                 FROM STDIN (FORMAT binary)"
             }
         }
     }
@@ -112,12 +119,15 @@ struct StoredState {
     bytes: i64,
 }
 
-/// A row accepted into a batch: its key, its JSON Lines text and its SQL form.
+/// A row accepted into a batch: its key and its JSON Lines text.
 struct Accepted<'a> {
     key: i64,
     line: Cow<'a, str>,
-    sql: Cow<'a, str>,
 }
+
+/// Rows per piece of binary COPY data: pieces are encoded while the server consumes the
+/// previous ones.
+const COPY_PIECE_ROWS: usize = 1024;
 
 impl Mirror {
     /// Ingests one batch of rows `(key, W&B JSON text)` into `stream` of `run`, committed
@@ -143,6 +153,9 @@ impl Mirror {
             .transaction()
             .await
             .db("starting an ingest transaction")?;
+        tx.batch_execute(ASYNC_COMMIT)
+            .await
+            .db("setting up an ingest transaction")?;
         let cols = stream.state_columns();
         let state = tx
             .query_opt(
@@ -163,9 +176,10 @@ impl Mirror {
             bytes: state.get(2),
         };
 
-        // Select and render the new rows. Both renderings are kept for the batch only, so
-        // memory is bounded by the batch, not the run.
+        // Select the new rows, keep their JSON Lines text and decompose them for SQL. Both are
+        // kept for the batch only, so memory is bounded by the batch, not the run.
         let mut accepted: Vec<Accepted<'_>> = Vec::with_capacity(rows.len());
+        let mut encoder = RowEncoder::default();
         let mut last = stored.last_key;
         let mut skipped = 0u64;
         for (key, text) in rows {
@@ -180,15 +194,13 @@ impl Mirror {
                     source,
                 }
             })?;
-            let sql = match &line {
-                Cow::Borrowed(l) => to_sql_form(l, what)?,
-                Cow::Owned(l) => Cow::Owned(to_sql_form(l, what)?.into_owned()),
-            };
-            accepted.push(Accepted {
-                key: *key,
-                line,
-                sql,
-            });
+            encoder
+                .push(*key, &line)
+                .map_err(|source| MirrorError::InvalidJson {
+                    what: what(),
+                    source,
+                })?;
+            accepted.push(Accepted { key: *key, line });
             last = Some(*key);
         }
         if accepted.is_empty() {
@@ -208,22 +220,29 @@ impl Mirror {
         // reader never sees a length whose bytes are missing; if this transaction then fails,
         // the chunks' extra bytes lie past the stored length, invisible, and the next batch
         // cuts them off.
+        let encoded = encoder.finish();
+        // New keys and key sets are committed on the chunk connection before its transaction
+        // starts (see `dictionary`): never inside the row transaction, whose failure would
+        // roll back ids other batches already use.
+        let key_sets = self
+            .dictionary
+            .key_set_ids(&chunks_conn, &encoded.shapes)
+            .await?;
         let (go, go_signal) = oneshot::channel::<()>();
         let rows_job = async {
             let sink = tx
                 .copy_in(stream.row_table_copy())
                 .await
                 .db("starting the row COPY")?;
-            let writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8, Type::JSONB]);
-            pin_mut!(writer);
-            for row in &accepted {
-                writer
-                    .as_mut()
-                    .write(&[&run.0, &row.key, &JsonbText(&row.sql)])
-                    .await
-                    .db("copying rows")?;
+            pin_mut!(sink);
+            for (i, piece) in encoded.rows.chunks(COPY_PIECE_ROWS).enumerate() {
+                let data = encode_copy_rows(run.0, &encoded, &key_sets, piece, i == 0);
+                sink.send(data).await.db("copying rows")?;
             }
-            writer.finish().await.db("finishing the row COPY")?;
+            sink.send(Bytes::from_static(&COPY_TRAILER))
+                .await
+                .db("copying rows")?;
+            sink.finish().await.db("finishing the row COPY")?;
             // The chunk job may have failed already; its error is reported below.
             let _ = go.send(());
             Ok::<(), MirrorError>(())
@@ -308,6 +327,80 @@ impl Mirror {
     }
 }
 
+/// Ingest transactions commit without waiting for their WAL flush. This risks no consistency:
+/// after a server crash, PostgreSQL recovers a *prefix* of the committed transactions (WAL is
+/// replayed in order), so a lost batch takes its sync state with it and is fetched again by the
+/// next sync, exactly as if the process had died before committing it; the chunk transaction
+/// precedes its row transaction in the WAL, so a surviving length never lacks its bytes. Only
+/// the last fraction of a second of work can be lost, never made inconsistent; fsync stays on.
+const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
+
+/// The binary COPY header: signature, flags, header-extension length.
+const COPY_HEADER: [u8; 19] = *b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The binary COPY trailer: a field count of -1.
+const COPY_TRAILER: [u8; 2] = [0xff, 0xff];
+/// `float8` type oid (array element type in the binary array format).
+const FLOAT8_OID: i32 = 701;
+
+/// Binary COPY data for `rows` of `batch` (`(run_pk, key, key_set_id, vals float8[], extra
+/// jsonb)`), with the COPY header when `header`. Written by hand: the arrays are the bulk of
+/// the data, and `BinaryCopyInWriter` would box and encode every value through `ToSql`.
+fn encode_copy_rows(
+    run_pk: i64,
+    batch: &EncodedBatch,
+    key_sets: &[i32],
+    rows: &[super::rowcodec::EncodedRow],
+    header: bool,
+) -> Bytes {
+    let vals: usize = rows.iter().map(|r| r.vals.len()).sum();
+    let extra: usize = rows
+        .iter()
+        .filter_map(|r| r.extra.as_ref().map(|x| x.len() + 5))
+        .sum();
+    let mut out = BytesMut::with_capacity(19 + rows.len() * 70 + vals * 12 + extra);
+    if header {
+        out.put_slice(&COPY_HEADER);
+    }
+    for row in rows {
+        out.put_i16(5);
+        out.put_i32(8);
+        out.put_i64(run_pk);
+        out.put_i32(8);
+        out.put_i64(row.key);
+        out.put_i32(4);
+        out.put_i32(key_sets[row.shape as usize]);
+        let values = &batch.vals[row.vals.clone()];
+        // One-dimensional float8 array without nulls (an empty one has no dimensions).
+        if values.is_empty() {
+            out.put_i32(12);
+            out.put_i32(0);
+            out.put_i32(0);
+            out.put_i32(FLOAT8_OID);
+        } else {
+            out.put_i32((20 + values.len() * 12) as i32);
+            out.put_i32(1);
+            out.put_i32(0);
+            out.put_i32(FLOAT8_OID);
+            out.put_i32(values.len() as i32);
+            out.put_i32(1);
+            for v in values {
+                out.put_i32(8);
+                out.put_f64(*v);
+            }
+        }
+        match &row.extra {
+            // jsonb binary format: version 1, then the text; the server validates it.
+            Some(range) => {
+                out.put_i32((range.len() + 1) as i32);
+                out.put_u8(1);
+                out.put_slice(&batch.extra[range.clone()]);
+            }
+            None => out.put_i32(-1),
+        }
+    }
+    out.freeze()
+}
+
 /// Writes the chunks for `accepted` in its own transaction on `conn`: cuts off bytes past the
 /// stored length left by an interrupted batch, merges a not-yet-full trailing chunk with the
 /// new lines, and commits once `go` fires (rolls back if it never does). Returns the number of
@@ -324,6 +417,9 @@ async fn write_chunks(
         .transaction()
         .await
         .db("starting a chunk transaction")?;
+    tx.batch_execute(ASYNC_COMMIT)
+        .await
+        .db("setting up a chunk transaction")?;
     tx.execute(
         "DELETE FROM wandb.stream_chunks WHERE run_pk = $1 AND stream = $2 AND byte_start >= $3",
         &[&run.0, &stream.code(), &stored.bytes],

@@ -13,11 +13,13 @@
 //! `docs/MIRROR.md` describes the schema, the value encoding and the chunk design.
 
 pub mod database_url;
+mod dictionary;
 pub mod embedded;
 mod error;
 mod ingest;
 pub mod model;
 mod read;
+mod rowcodec;
 pub mod schema;
 mod sqljson;
 pub mod testing;
@@ -125,6 +127,8 @@ pub struct Mirror {
     /// concurrently), so at most half the pool may ingest at once: a batch never waits for a
     /// second connection that other batches hold.
     ingest_permits: Arc<Semaphore>,
+    /// Metric keys and key sets known to this process (ids are never reused or changed).
+    dictionary: Arc<dictionary::Dictionary>,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -198,6 +202,7 @@ impl Mirror {
         let mirror = Mirror {
             pool,
             ingest_permits: Arc::new(Semaphore::new((options.max_connections / 2).max(1))),
+            dictionary: Arc::default(),
         };
         let mut client = mirror.client().await?;
         match options.schema {

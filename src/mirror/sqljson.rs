@@ -31,7 +31,7 @@ pub(crate) fn to_sql_form<'a>(
 
 /// Replaces `\u0000` escapes (not `\\u0000`, an escaped backslash followed by text) with
 /// `\ufffd`.
-fn replace_nul_escapes(text: &str) -> String {
+pub(crate) fn replace_nul_escapes(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
