@@ -208,3 +208,61 @@ async fn synced_runs_are_served_from_the_mirror_and_the_rest_live() {
     assert_eq!(again, grown_history);
     assert_eq!(graphql_requests(&emu), 0);
 }
+
+/// A run file re-uploaded after the sync: the mirror still lists the old size (its listing is
+/// fresh as of the last job), but a read must serve the file as W&B has it now instead of
+/// failing on the size mismatch until the next sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_file_changed_after_the_sync_is_read_as_it_is_now() {
+    let spec = SeedSpec::new(ENTITY, PROJECT)
+        .runs(1)
+        .steps(10)
+        .keys(2)
+        .files(3)
+        .bigfile(0);
+    let emu = Emulator::start_with(EmulatorConfig::default().seed(spec)).expect("emulator");
+    let db = database().await;
+    let engine = engine(client(&emu), &db.mirror, SyncOptions::default());
+    let report = sync(&engine, &format!("{ENTITY}/{PROJECT}")).await;
+    assert!(report.is_success(), "{report:#?}");
+    let layered = WandbStore::builder(client(&emu))
+        .with_source(Arc::new(Layered::new(
+            Arc::new(MirrorSource::new(db.mirror.clone())),
+            Arc::new(LiveSource::new(client(&emu), LiveOptions::default())),
+        )))
+        .build();
+    let key = &emu.runs(ENTITY, PROJECT)[0];
+    let path = format!("{ENTITY}/{PROJECT}/{}/output.log", key.name);
+    let synced = emu.run_file_bytes(key, "output.log").unwrap();
+    assert_eq!(get(&layered, &path).await, synced);
+
+    let grown: Vec<u8> = synced
+        .iter()
+        .chain(b"and one more line\n")
+        .copied()
+        .collect();
+    emu.put_run_file(key, "output.log", grown.clone()).unwrap();
+    let stale = layered.head(&Path::parse(&path).unwrap()).await.unwrap();
+    assert_eq!(
+        stale.size,
+        synced.len() as u64,
+        "listings are as of the sync"
+    );
+    let read = layered
+        .get(&Path::parse(&path).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("get {path}: {e}"));
+    assert_eq!(read.meta.size, grown.len() as u64);
+    assert_eq!(read.bytes().await.unwrap(), grown);
+    let tail = layered
+        .get_opts(
+            &Path::parse(&path).unwrap(),
+            GetOptions::new().with_range(Some(GetRange::Suffix(18))),
+        )
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&tail[..], b"and one more line\n");
+}

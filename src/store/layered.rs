@@ -148,6 +148,10 @@ impl MetadataSource for Layered {
         fall_back!(self.locate(file, fresh))
     }
 
+    async fn fresh_file(&self, file: &FileRef) -> SourceResult<Option<FileEntry>> {
+        fall_back!(self.fresh_file(file))
+    }
+
     async fn invalidate(&self, what: &Invalidation) {
         self.primary.invalidate(what).await;
         self.fallback.invalidate(what).await;

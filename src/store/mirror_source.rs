@@ -615,4 +615,16 @@ impl MetadataSource for MirrorSource {
         // Signed URLs expire; only the live API can mint them.
         Err(Self::not_covered(file))
     }
+
+    async fn fresh_file(&self, file: &FileRef) -> SourceResult<Option<FileEntry>> {
+        if self.options.authoritative {
+            // Offline: what the mirror holds is all there is.
+            return match file {
+                FileRef::Run(run, name) => self.run_file(run, name).await,
+                FileRef::Artifact(version, name) => self.artifact_file(version, name).await,
+            };
+        }
+        // The mirror's listing is as of its last sync; W&B has the current one.
+        Err(Self::not_covered(file))
+    }
 }

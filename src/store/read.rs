@@ -5,7 +5,9 @@
 //! for exactly the bytes asked for: every `GetRange` becomes an HTTP `Range`, `head` and empty
 //! ranges download nothing, and preconditions are checked against the metadata before any
 //! byte moves. A refused signed URL (401/403: expired) is replaced by a fresh one and the read
-//! tried once more; so is a read whose size disagrees with the (stale) metadata.
+//! tried once more; so is a read whose size disagrees with the (stale) metadata, and that
+//! second try takes the file's metadata from W&B as it is now ([`fresh_file`](super::MetadataSource::fresh_file):
+//! a mirror's listing may predate a re-upload).
 
 use std::ops::Range;
 
@@ -156,7 +158,7 @@ async fn get_file(
     let mut retried = false;
     loop {
         // On the second round, a fresh URL first: that also refreshes the live source's
-        // metadata of the file, which `file_entry` then reads.
+        // metadata of the file, which `fresh_file` then reads.
         let fresh_url = if retried {
             Some(
                 inner
@@ -168,10 +170,15 @@ async fn get_file(
         } else {
             None
         };
-        let entry = file_entry(inner, file)
-            .await
-            .map_err(|e| e.at(path))?
-            .ok_or_else(|| StoreError::not_found(path, "no such file"))?;
+        // After a refused URL or a size mismatch, metadata as W&B has it now: a mirror's
+        // listing may predate a re-upload, and would fail the same way again.
+        let entry = if retried {
+            inner.source.fresh_file(file).await
+        } else {
+            file_entry(inner, file).await
+        }
+        .map_err(|e| e.at(path))?
+        .ok_or_else(|| StoreError::not_found(path, "no such file"))?;
         let meta = ObjectMeta {
             location: location.clone(),
             last_modified: entry.last_modified.unwrap_or(DateTime::UNIX_EPOCH),

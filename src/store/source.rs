@@ -300,6 +300,19 @@ pub trait MetadataSource: Send + Sync + Debug + 'static {
     /// [`StoreError::NotFound`] when the file does not exist.
     async fn locate(&self, file: &FileRef, fresh: bool) -> SourceResult<FileLocation>;
 
+    /// The file's metadata as W&B has it now, asked by the store right after
+    /// `locate(file, true)` when a download disagreed with the metadata it was given. The
+    /// default is the ordinary lookup, right for a source whose fresh `locate` already
+    /// refreshed what it caches. A source that cannot refresh (the mirror, whose listing is as
+    /// of its last sync) answers [`StoreError::NotCovered`], so a layered source asks the next
+    /// one instead of handing back the same stale entry.
+    async fn fresh_file(&self, file: &FileRef) -> SourceResult<Option<FileEntry>> {
+        match file {
+            FileRef::Run(run, name) => self.run_file(run, name).await,
+            FileRef::Artifact(version, name) => self.artifact_file(version, name).await,
+        }
+    }
+
     /// Drops cached state after a write. Sources without caches ignore it.
     async fn invalidate(&self, what: &Invalidation) {
         let _ = what;
