@@ -13,6 +13,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use wandbfs::mirror::embedded::{Durability, TempCluster};
+use wandbfs::mirror::testing::{process_cpu_seconds, server_cpu_seconds};
 use wandbfs::mirror::{
     ConnectOptions, DEFAULT_BATCH_ROWS, Mirror, ProjectRecord, RunRecord, Stream,
 };
@@ -100,52 +101,6 @@ fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
     bytes as f64 / 1e6 / elapsed.as_secs_f64()
 }
 
-/// CPU seconds (user + system) of process `pid` from `/proc/<pid>/stat` (0 if unreadable).
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; Linux
-    // reports them in USER_HZ = 100 ticks per second.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// CPU seconds of the cluster's server processes alive now: the postmaster and its children
-/// (backends, WAL writer, checkpointer, …).
-fn server_cpu_seconds(cluster: &TempCluster) -> f64 {
-    let pid_file = cluster.cluster().dir().join("data/postmaster.pid");
-    let Some(postmaster) = std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|t| t.lines().next().map(str::to_owned))
-    else {
-        return 0.0;
-    };
-    let mut total = cpu_seconds(&postmaster);
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned));
-        if ppid.as_deref() == Some(postmaster.as_str()) {
-            total += cpu_seconds(&name);
-        }
-    }
-    total
-}
-
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -213,12 +168,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?
         .run_pk;
+    // Experiments: SQL run before the mirror's ingest (e.g. storage or server settings).
+    if let Ok(sql) = std::env::var("WANDBFS_BENCH_SETUP_SQL") {
+        raw.batch_execute(&sql).await?;
+        println!("setup SQL: {sql}");
+    }
     let wal_before: String = raw
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await?
         .get(0);
-    let (client_cpu_before, server_cpu_before) =
-        (cpu_seconds("self"), server_cpu_seconds(&cluster));
+    let (client_cpu_before, server_cpu_before) = (
+        process_cpu_seconds("self"),
+        server_cpu_seconds(cluster.cluster()),
+    );
     let started = Instant::now();
     let mut writer = mirror.stream_writer(run, Stream::History);
     for s in 0..rows {
@@ -228,8 +190,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let outcome = writer.finish().await?;
     let ingest = started.elapsed();
     let (client_cpu, server_cpu) = (
-        cpu_seconds("self") - client_cpu_before,
-        server_cpu_seconds(&cluster) - server_cpu_before,
+        process_cpu_seconds("self") - client_cpu_before,
+        server_cpu_seconds(cluster.cluster()) - server_cpu_before,
     );
     let wal_bytes: i64 = raw
         .query_one(

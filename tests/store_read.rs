@@ -835,6 +835,12 @@ async fn writes_upload_and_delete_run_files() {
         emu.run_file_bytes(&key, "copies/renamed.jsonl").unwrap(),
         expected_history(&emu, &key)
     );
+    // Renaming a file onto itself keeps it (copy-then-delete would delete it).
+    store.rename(&renamed, &renamed).await.unwrap();
+    assert_eq!(
+        emu.run_file_bytes(&key, "copies/renamed.jsonl").unwrap(),
+        expected_history(&emu, &key)
+    );
 
     // Writing into a run that does not exist fails with a clear error and writes nothing.
     let err = store

@@ -140,3 +140,63 @@ async fn connect(cluster: &TempCluster, dbname: &str) -> Result<tokio_postgres::
     tokio::spawn(connection);
     Ok(client)
 }
+
+/// CPU time (user + system, seconds) that process `pid` has used so far, from
+/// `/proc/<pid>/stat` (`"self"` for this process); 0 when it cannot be read (another OS, a
+/// process that is gone). For benchmarks that split CPU per row between processes.
+pub fn process_cpu_seconds(pid: &str) -> f64 {
+    cpu_ticks(pid, false) / 100.0
+}
+
+/// utime + stime of `pid` (plus cutime + cstime, its exited and reaped children, with
+/// `with_children`), in ticks.
+fn cpu_ticks(pid: &str, with_children: bool) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may contain spaces; the other fields follow its last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime, stime, cutime, cstime (fields 14 to 17; 12 to 15 after the name), in USER_HZ =
+    // 100 ticks per second on Linux.
+    let own = ticks(11) + ticks(12);
+    if with_children {
+        own + ticks(13) + ticks(14)
+    } else {
+        own
+    }
+}
+
+/// CPU time (seconds) used so far by the running server of `cluster`: the postmaster, its live
+/// children (backends, WAL writer, checkpointer, …) and the children it has reaped (backends of
+/// closed connections).
+pub fn server_cpu_seconds(cluster: &super::EmbeddedCluster) -> f64 {
+    let pid_file = cluster.dir().join("data").join("postmaster.pid");
+    let Some(postmaster) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|t| t.lines().next().map(|l| l.trim().to_owned()))
+    else {
+        return 0.0;
+    };
+    let mut total = cpu_ticks(&postmaster, true) / 100.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if parent == Some(postmaster.as_str()) {
+            total += process_cpu_seconds(&pid);
+        }
+    }
+    total
+}

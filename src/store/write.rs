@@ -186,6 +186,10 @@ pub(super) async fn rename(
             "rename_opts with RenameTargetMode::Create (W&B has no conditional writes)",
         ));
     }
+    if from == to {
+        // Copy-then-delete would delete the file: renaming onto itself changes nothing.
+        return Ok(());
+    }
     copy(store, from, to, CopyOptions::default()).await?;
     delete(store, from).await
 }

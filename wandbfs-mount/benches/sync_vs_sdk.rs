@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use wandb_emulator::{Emulator, EmulatorConfig, SeedSpec};
 use wandbfs::mirror::embedded::{Durability, TempCluster};
+use wandbfs::mirror::testing::{process_cpu_seconds, server_cpu_seconds};
 use wandbfs::mirror::{ConnectOptions, Mirror, ProjectRecord, RunRecord, Stream};
 
 const WANDBFS: &str = env!("CARGO_BIN_EXE_wandbfs");
@@ -150,6 +151,10 @@ fn main() -> anyhow::Result<()> {
 
     // wandbfs sync (first, full).
     let url = cluster.cluster().connection_string("bench_wandbfs");
+    let (emulator_cpu_before, server_cpu_before) = (
+        process_cpu_seconds("self"),
+        server_cpu_seconds(cluster.cluster()),
+    );
     let started = Instant::now();
     let mut child = Command::new(WANDBFS)
         .args([
@@ -175,12 +180,17 @@ fn main() -> anyhow::Result<()> {
         .context("starting wandbfs")?;
     let pid = child.id();
     let mut peak_kib = 0;
+    let mut client_cpu = 0.0f64;
     while child.try_wait()?.is_none() {
         peak_kib = peak_kib.max(peak_rss_kib(pid).unwrap_or(0));
-        std::thread::sleep(Duration::from_millis(20));
+        // The last reading before exit; a 10 ms poll misses at most the exit itself.
+        client_cpu = client_cpu.max(process_cpu_seconds(&pid.to_string()));
+        std::thread::sleep(Duration::from_millis(10));
     }
     let out = child.wait_with_output()?;
     let seconds = started.elapsed().as_secs_f64();
+    let emulator_cpu = process_cpu_seconds("self") - emulator_cpu_before;
+    let server_cpu = server_cpu_seconds(cluster.cluster()) - server_cpu_before;
     if !out.status.success() {
         bail!(
             "wandbfs sync failed: {}\n{}",
@@ -196,6 +206,16 @@ fn main() -> anyhow::Result<()> {
          ({} API requests, peak RSS {:.1} MiB, --jobs {jobs})",
         report["api"]["http"],
         peak_kib as f64 / 1024.0
+    );
+    let per_row = |cpu: f64| cpu * 1e6 / rows.max(1) as f64;
+    println!(
+        "  CPU per row: wandbfs {:.2} µs, emulator {:.2} µs, Postgres {:.2} µs = {:.2} µs \
+         ({:.0}% of the 2 cores over the sync)",
+        per_row(client_cpu),
+        per_row(emulator_cpu),
+        per_row(server_cpu),
+        per_row(client_cpu + emulator_cpu + server_cpu),
+        100.0 * (client_cpu + emulator_cpu + server_cpu) / (2.0 * seconds)
     );
 
     // The incremental re-sync of the unchanged project.
