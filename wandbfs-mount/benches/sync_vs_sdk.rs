@@ -9,7 +9,10 @@
 //! Environment: `WANDBFS_BENCH_RUNS` (100), `WANDBFS_BENCH_STEPS` (10,000; rows per run),
 //! `WANDBFS_BENCH_KEYS` (20 metrics per row), `WANDBFS_BENCH_SDK_RUNS` (5: the SDK pipeline is
 //! timed on the first N runs of the same project, its rate extrapolated — both raw numbers are
-//! printed), `WANDBFS_BENCH_JOBS` (4: `--jobs`).
+//! printed), `WANDBFS_BENCH_JOBS` (4: `--jobs`), `WANDBFS_BENCH_LATENCY_MS` (0: delay the
+//! emulator adds before every GraphQL request and download, for both pipelines — a stand-in for
+//! the network and server time that loopback leaves out; the CPU-bound loopback number is the
+//! default).
 //!
 //! Both sides run without a request-rate limit (`--max-rps 0`; the SDK has none), so the
 //! numbers compare the pipelines, not W&B's quota. Peak RSS of the `wandbfs` process is read
@@ -20,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use wandb_emulator::{Emulator, EmulatorConfig, SeedSpec};
+use wandb_emulator::{Emulator, EmulatorConfig, FaultScope, FaultSettings, LatencyFault, SeedSpec};
 use wandbfs::mirror::embedded::{Durability, TempCluster};
 use wandbfs::mirror::testing::{process_cpu_seconds, server_cpu_seconds};
 use wandbfs::mirror::{ConnectOptions, Mirror, ProjectRecord, RunRecord, Stream};
@@ -120,6 +123,7 @@ fn main() -> anyhow::Result<()> {
     let keys = env_u64("WANDBFS_BENCH_KEYS", 20) as u32;
     let sdk_runs = env_u64("WANDBFS_BENCH_SDK_RUNS", 5).min(runs);
     let jobs = env_u64("WANDBFS_BENCH_JOBS", 4);
+    let latency_ms = env_u64("WANDBFS_BENCH_LATENCY_MS", 0);
     let python = python()?;
     let home = tempfile::tempdir()?;
 
@@ -141,11 +145,18 @@ fn main() -> anyhow::Result<()> {
         .keys(keys)
         .files(4)
         .bigfile(0);
-    let emu = Emulator::start_with(EmulatorConfig::default().seed(spec))?;
+    let mut faults = FaultSettings::default();
+    if latency_ms > 0 {
+        faults.latency = Some(LatencyFault {
+            delay: Duration::from_millis(latency_ms),
+            scope: FaultScope::All,
+        });
+    }
+    let emu = Emulator::start_with(EmulatorConfig::default().seed(spec).faults(faults))?;
     let path = "emulator/bench";
     println!(
         "sync benchmark: {runs} runs × {steps} rows × {keys} metrics = {} rows; 2 cores shared by \
-         the emulator, Postgres (fsync on) and the client",
+         the emulator, Postgres (fsync on) and the client; {latency_ms} ms added per request",
         runs * steps
     );
 
