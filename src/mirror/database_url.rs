@@ -255,41 +255,102 @@ fn normalise_query(rest: &str, notes: &mut Vec<String>) -> String {
     format!("{before}?{}", params.join("&"))
 }
 
-/// Replaces the password in a URL's user-info, and any `password=` parameter, by `***`.
+/// Replaces the password in a URL's user-info, and any `password` parameter, by `***`.
+///
+/// Users paste passwords unescaped, and the driver accepts many of those (it takes the
+/// credentials up to the first `@`, whatever `/` or `?` they hold), so the redaction follows
+/// the driver's own reading and errs on the side of hiding more: in a URL everything between
+/// the first `:` of the user-info and the last `@` before the path is hidden; in a key/value
+/// string the value of every `password` key (any case, spaces around `=`, quotes, escapes).
 fn redact(text: &str) -> String {
-    let mut out = match text.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-            let (authority, tail) = rest.split_at(authority_end);
-            let authority = match authority.rsplit_once('@') {
-                Some((userinfo, hosts)) => match userinfo.split_once(':') {
-                    Some((user, _password)) => format!("{user}:***@{hosts}"),
-                    None => authority.to_string(),
-                },
-                None => authority.to_string(),
-            };
-            format!("{scheme}://{authority}{tail}")
-        }
-        None => text.to_string(),
+    match text.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", redact_url_rest(rest)),
+        None => redact_key_values(text),
+    }
+}
+
+/// A URL after its `scheme://`.
+fn redact_url_rest(rest: &str) -> String {
+    let Some(first_at) = rest.find('@') else {
+        return redact_query_passwords(rest);
     };
-    // `password=` as a URL query parameter or a key/value pair.
+    // The user-info ends at the last `@` before the path or query that follows the first `@`
+    // (a password may hold `@`, `/` and `?` unescaped).
+    let after = first_at + 1;
+    let authority_end = rest[after..]
+        .find(['/', '?'])
+        .map_or(rest.len(), |p| after + p);
+    let last_at = rest[..authority_end].rfind('@').unwrap_or(first_at);
+    let userinfo = &rest[..last_at];
+    let user = match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        None => userinfo.to_string(),
+    };
+    format!("{user}@{}", redact_query_passwords(&rest[last_at + 1..]))
+}
+
+/// `password=` query parameters (any case) of a URL's host, path and query.
+fn redact_query_passwords(text: &str) -> String {
+    let mut out = text.to_string();
     let mut search_from = 0;
-    while let Some(pos) = out[search_from..].find("password=") {
+    while let Some(pos) = out[search_from..].to_ascii_lowercase().find("password=") {
         let start = search_from + pos + "password=".len();
-        let quoted = out[start..].starts_with('\'');
-        let end = if quoted {
-            out[start + 1..]
-                .find('\'')
-                .map_or(out.len(), |p| start + 1 + p + 1)
-        } else {
-            out[start..]
-                .find(['&', ' '])
-                .map_or(out.len(), |p| start + p)
-        };
+        let end = out[start..].find('&').map_or(out.len(), |p| start + p);
         out.replace_range(start..end, "***");
         search_from = start + 3;
     }
     out
+}
+
+/// A libpq `key=value` string, read as the driver reads it: whitespace around `=` allowed,
+/// values either `'quoted'` or bare, `\` escaping the next character in both.
+fn redact_key_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let trimmed = rest.trim_start();
+        out.push_str(&rest[..rest.len() - trimmed.len()]);
+        rest = trimmed;
+        if rest.is_empty() {
+            return out;
+        }
+        let key_end = rest
+            .find(|c: char| c.is_whitespace() || c == '=')
+            .unwrap_or(rest.len());
+        let key = &rest[..key_end];
+        let Some(after_eq) = rest[key_end..].trim_start().strip_prefix('=') else {
+            // Not `key=value` (the driver rejects it): keep the word, read on.
+            out.push_str(key);
+            rest = &rest[key_end..];
+            continue;
+        };
+        let value = after_eq.trim_start();
+        let consumed = rest.len() - value.len() + value_len(value);
+        if key.eq_ignore_ascii_case("password") {
+            out.push_str(key);
+            out.push_str("=***");
+        } else {
+            out.push_str(&rest[..consumed]);
+        }
+        rest = &rest[consumed..];
+    }
+}
+
+/// Byte length of the key/value-string value at the start of `s`.
+fn value_len(s: &str) -> usize {
+    let quoted = s.starts_with('\'');
+    let mut chars = s.char_indices().skip(usize::from(quoted));
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '\'' if quoted => return i + 1,
+            c if !quoted && c.is_whitespace() => return i,
+            _ => {}
+        }
+    }
+    s.len()
 }
 
 #[cfg(test)]
@@ -362,6 +423,39 @@ mod tests {
             .to_string();
         assert!(!err.contains("s3cr3t"), "{err}");
         assert!(err.contains("bogus_option"), "{err}");
+    }
+
+    #[test]
+    fn passwords_the_driver_accepts_unescaped_are_still_hidden() {
+        // Each input is accepted by `tokio_postgres` (or rejected with the URL quoted in the
+        // error); none may show any part of "s3cr3t" / "more" in Display, Debug or the error.
+        for input in [
+            "postgresql://alice:s3/cr3t@h/db",
+            "postgresql://alice:s3?cr3t@h/db",
+            "postgresql://alice:s3cr3t@h:5432/db?options=a@b",
+            "host=h password = s3cr3t user=u",
+            "host=h password=s3\\ cr3t user=u",
+            "host=h password='s3\\'cr3t' user=u",
+            "host=h stray password=s3cr3t user=u",
+            "host=h PASSWORD=s3cr3t user=u",
+            "postgresql://h/db?user=u&PASSWORD=s3cr3t",
+        ] {
+            let shown = match DatabaseUrl::parse(input) {
+                Ok(parsed) => format!("{} {:?}", parsed.url, parsed),
+                Err(e) => format!("{e} {e:?}"),
+            };
+            for part in ["s3", "cr3t", "more"] {
+                assert!(!shown.contains(part), "{input:?} shows {part:?}: {shown}");
+            }
+        }
+        // What is not a password is kept.
+        let kv = DatabaseUrl::parse("host=h password = 'x y' user=u dbname=d").unwrap();
+        assert_eq!(kv.url.to_string(), "host=h password=*** user=u dbname=d");
+        let url = DatabaseUrl::parse("postgresql://alice:p/w@h:5432/db?sslmode=disable").unwrap();
+        assert_eq!(
+            url.url.to_string(),
+            "postgresql://alice:***@h:5432/db?sslmode=disable"
+        );
     }
 
     #[test]
