@@ -81,12 +81,34 @@ impl DatabaseUrl {
         let url = DatabaseUrl { text, tls };
         // Validate now so that a typo is reported before any connection attempt; the driver's
         // message names the bad option, never the password.
-        url.config()?;
+        url.parsed()?;
         Ok(ParsedDatabaseUrl { url, normalised })
     }
 
-    /// The `tokio_postgres` configuration for this URL.
+    /// The `tokio_postgres` configuration for this URL. Without a password in the URL, the
+    /// password comes from `PGPASSWORD` or the password file (`$PGPASSFILE`, `~/.pgpass`), as
+    /// libpq finds it ([`super::pgpass`]).
     pub fn config(&self) -> Result<tokio_postgres::Config> {
+        let mut config = self.parsed()?;
+        super::pgpass::fill_password(&mut config);
+        Ok(config)
+    }
+
+    /// True when the connection string itself carries a password (which then shows wherever
+    /// the string does: a command line, for example).
+    pub fn has_password(&self) -> bool {
+        self.parsed()
+            .map(|c| c.get_password().is_some())
+            .unwrap_or(false)
+    }
+
+    /// Why the password file will not be used although this URL would need it (it exists but
+    /// others may read it, say); `None` when there is nothing to say.
+    pub fn password_file_problem(&self) -> Option<String> {
+        super::pgpass::unusable_password_file(&self.parsed().ok()?)
+    }
+
+    fn parsed(&self) -> Result<tokio_postgres::Config> {
         tokio_postgres::Config::from_str(&self.text).map_err(|e| MirrorError::InvalidUrl {
             reason: format!("{} (in {self})", super::error::describe_pg_error(&e)),
         })

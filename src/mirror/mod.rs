@@ -18,6 +18,7 @@ pub mod embedded;
 mod error;
 mod ingest;
 pub mod model;
+mod pgpass;
 mod read;
 mod rowcodec;
 pub mod schema;
@@ -80,7 +81,8 @@ impl DatabaseTarget {
     pub fn resolve(url: Option<&str>, cluster: ClusterOptions) -> Result<(Self, Vec<String>)> {
         match url.map(str::trim).filter(|u| !u.is_empty()) {
             Some(url) => {
-                let parsed = DatabaseUrl::parse(url)?;
+                let mut parsed = DatabaseUrl::parse(url)?;
+                parsed.normalised.extend(parsed.url.password_file_problem());
                 Ok((DatabaseTarget::Url(parsed.url), parsed.normalised))
             }
             None => Ok((DatabaseTarget::Embedded(cluster), Vec::new())),

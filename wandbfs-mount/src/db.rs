@@ -57,8 +57,27 @@ impl DatabaseArgs {
         for note in notes {
             eprintln!("wandbfs: database URL: {note}");
         }
+        if let DatabaseTarget::Url(url) = &target
+            && url.has_password()
+            && database_url_in_argv(std::env::args_os())
+        {
+            eprintln!(
+                "wandbfs: warning: the password in --database-url is visible to every user of \
+                 this machine (ps, /proc); set WANDBFS_DATABASE_URL instead, or leave the \
+                 password out and put it in PGPASSWORD or ~/.pgpass (0600)"
+            );
+        }
         Ok(target)
     }
+}
+
+/// True when the command line itself holds `--database-url` (clap took the value from argv
+/// rather than from `WANDBFS_DATABASE_URL`).
+fn database_url_in_argv(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    args.take_while(|a| a != "--").any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == "--database-url" || a.starts_with("--database-url="))
+    })
 }
 
 /// `wandbfs db …`

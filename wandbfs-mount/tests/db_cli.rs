@@ -177,3 +177,128 @@ fn status_of_an_external_database_reports_versions_and_normalises_python_urls() 
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr);
     assert!(!all.contains("secretpw"), "the password leaked: {all}");
 }
+
+/// Reconfigures a throwaway cluster to take TCP connections on 127.0.0.1 with password
+/// (SCRAM) authentication for role `wandbfs` (password `password`), and returns the port.
+fn serve_with_password(temp: &wandbfs::mirror::embedded::TempCluster, password: &str) -> u16 {
+    let cluster = temp.cluster();
+    let status = cluster.status().unwrap();
+    let sql = format!("ALTER ROLE wandbfs PASSWORD '{password}'");
+    let out = cluster
+        .account()
+        .command(status.bin_dir.join("psql"))
+        .arg("-h")
+        .arg(&status.socket_dir)
+        .args([
+            "-U",
+            "wandbfs",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let data = temp.root().join("data");
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+    conf.push_str(&format!(
+        "listen_addresses = '127.0.0.1'\nport = {port}\npassword_encryption = scram-sha-256\n"
+    ));
+    std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+    let out = cluster
+        .account()
+        .command(status.bin_dir.join("pg_ctl"))
+        .args(["restart", "-s", "-w", "-m", "fast", "-D"])
+        .arg(&data)
+        .arg("-l")
+        .arg(temp.root().join("postgres.log"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    port
+}
+
+#[test]
+fn passwords_come_from_pgpassword_or_pgpass_and_one_in_argv_is_warned_about() {
+    let temp = wandbfs::mirror::embedded::TempCluster::start().unwrap();
+    let password = "pw-4f1b9c";
+    let port = serve_with_password(&temp, password);
+    let home = tempfile::tempdir().unwrap();
+    let bare = format!("postgresql://wandbfs@127.0.0.1:{port}/postgres");
+    let status = |url_in_argv: Option<&str>, env: &[(&str, &str)]| {
+        let mut cmd = Command::new(WANDBFS);
+        cmd.args(["db", "status", "--json"])
+            .env_remove("WANDBFS_DATABASE_URL")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGPASSFILE")
+            .env("HOME", home.path());
+        if let Some(url) = url_in_argv {
+            cmd.args(["--database-url", url]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let all = text(&out);
+        assert!(!all.contains(password), "the password leaked: {all}");
+        out
+    };
+    let warning = "visible to every user";
+
+    // No password anywhere: the server refuses, and the error says why.
+    let out = status(Some(&bare), &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("password"), "{}", text(&out));
+
+    // PGPASSWORD, like libpq.
+    let out = status(Some(&bare), &[("PGPASSWORD", password)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(warning), "{}", text(&out));
+
+    // ~/.pgpass: used when private, ignored when others can read it.
+    let pgpass = home.path().join(".pgpass");
+    std::fs::write(
+        &pgpass,
+        format!("# mirror\nother.host:*:*:*:wrong\n127.0.0.1:{port}:postgres:wandbfs:{password}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = status(Some(&bare), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = status(Some(&bare), &[]);
+    assert!(
+        !out.status.success(),
+        "a world-readable ~/.pgpass is ignored: {}",
+        text(&out)
+    );
+
+    // $PGPASSFILE elsewhere.
+    let elsewhere = home.path().join("mirror.pgpass");
+    std::fs::write(&elsewhere, format!("*:*:*:wandbfs:{password}\n")).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = status(Some(&bare), &[("PGPASSFILE", elsewhere.to_str().unwrap())]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A password on the command line works, with a warning; in the environment, without one.
+    let with_password = format!("postgresql://wandbfs:{password}@127.0.0.1:{port}/postgres");
+    let out = status(Some(&with_password), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(warning), "{}", text(&out));
+    let out = status(None, &[("WANDBFS_DATABASE_URL", &with_password)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(warning), "{}", text(&out));
+}
