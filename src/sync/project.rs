@@ -271,6 +271,7 @@ async fn run_pending(
             run_id: run.run_id,
             plan,
             previous_failures: run.consecutive_errors,
+            synced: run.synced,
         });
     }
     engine.progress.event(ProgressEvent::ProjectPlanned {
@@ -361,6 +362,7 @@ async fn sync_one_run(
         plan,
         prefetched: Some(RunView::of(&run)),
         previous_failures: sync_state.consecutive_errors,
+        synced,
     };
     run_job::execute(&ctx, job).await
 }

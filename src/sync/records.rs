@@ -32,6 +32,11 @@ pub struct RunSig {
     pub lines: Option<i64>,
     /// Hex MD5 of the remaining lightweight fields (name, tags, notes, group, …).
     pub lite: String,
+    /// `createdAt`, server text. It never changes for a run, so another value under the same
+    /// id means the run was deleted and created again (absent in signatures stored before it
+    /// was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
 }
 
 impl RunSig {
@@ -59,6 +64,20 @@ impl RunSig {
             updated: run.updated_at.clone(),
             lines: run.history_line_count,
             lite: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            created: run.created_at.clone(),
+        }
+    }
+
+    /// True when `self` is another run than the one `synced` describes, under the same id:
+    /// both carry a creation time and the times differ. Its mirrored history and events belong
+    /// to the old run (a longer new history would otherwise be appended after the old rows).
+    pub fn recreated_since(&self, synced: &RunSig) -> bool {
+        let (Some(now), Some(then)) = (self.created.as_deref(), synced.created.as_deref()) else {
+            return false;
+        };
+        match (parse_timestamp(now), parse_timestamp(then)) {
+            (Some(now), Some(then)) => now != then,
+            _ => now != then,
         }
     }
 }
@@ -72,8 +91,8 @@ pub enum Plan {
     Lite,
     /// `updatedAt` moved (summary/config edits, uploads): refetch the full run and its files.
     Meta,
-    /// State, heartbeat or history changed, or the run was never fully synced: full run,
-    /// history tail, events and files.
+    /// State, heartbeat or history changed, the run was created again under its id, or it was
+    /// never fully synced: full run, history tail, events and files.
     Full,
 }
 
@@ -84,6 +103,7 @@ impl Plan {
             return Plan::Full;
         };
         if full
+            || listed.recreated_since(synced)
             || listed.state != synced.state
             || listed.heartbeat != synced.heartbeat
             || listed.lines != synced.lines
@@ -277,6 +297,7 @@ mod tests {
             updated: up.map(Into::into),
             lines: Some(lines),
             lite: lite.into(),
+            created: Some("2024-01-02T03:04:05Z".into()),
         }
     }
 
@@ -293,6 +314,24 @@ mod tests {
         let grew = sig("running", "t2", Some("u2"), 11, "x");
         assert_eq!(Plan::decide(&grew, Some(&a), false), Plan::Full);
         assert!(is_terminal(Some("crashed")) && !is_terminal(Some("running")));
+        // Created again under the same id: everything is fetched again, whatever else says.
+        let reborn = RunSig {
+            created: Some("2024-03-04T05:06:07Z".into()),
+            ..a.clone()
+        };
+        assert!(reborn.recreated_since(&a));
+        assert_eq!(Plan::decide(&reborn, Some(&a), false), Plan::Full);
+        // The same time spelled otherwise, or a signature stored without it, is the same run.
+        let respelled = RunSig {
+            created: Some("2024-01-02T03:04:05.000Z".into()),
+            ..a.clone()
+        };
+        assert!(!respelled.recreated_since(&a));
+        let legacy = RunSig {
+            created: None,
+            ..a.clone()
+        };
+        assert!(!a.recreated_since(&legacy) && !legacy.recreated_since(&a));
         assert!(!is_terminal(None));
     }
 }

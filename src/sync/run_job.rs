@@ -70,6 +70,8 @@ pub(crate) struct RunJob {
     pub(crate) prefetched: Option<RunView>,
     /// Failures recorded before this attempt.
     pub(crate) previous_failures: i32,
+    /// The signature the run was last fully synced with (its mirrored streams belong to it).
+    pub(crate) synced: Option<RunSig>,
 }
 
 enum JobEnd {
@@ -138,6 +140,27 @@ async fn sync_run(ctx: &JobContext<'_>, job: &RunJob) -> Result<JobEnd> {
         }
     };
     if job.plan == Plan::Full {
+        if job
+            .synced
+            .as_ref()
+            .is_some_and(|synced| view.sig.recreated_since(synced))
+        {
+            // Both streams are the old run's: start over (a resume after a crash here resets
+            // again, since `synced` moves only when the job completes).
+            ctx.tally.warn(format!(
+                "{}: history was rewritten upstream: the run was deleted and created again \
+                 under the same id (created {}, mirrored run created {}); its history and \
+                 system events are fetched again",
+                ctx.path(&job.run_id),
+                view.sig.created.as_deref().unwrap_or("?"),
+                job.synced
+                    .as_ref()
+                    .and_then(|s| s.created.as_deref())
+                    .unwrap_or("?"),
+            ));
+            ctx.mirror.reset_stream(job.run_pk, Stream::History).await?;
+            ctx.mirror.reset_stream(job.run_pk, Stream::System).await?;
+        }
         let sync_state = ctx.mirror.run_sync_state(job.run_pk).await?;
         sync_history(ctx, job, &view, &sync_state).await?;
         if ctx.options.events {
