@@ -80,7 +80,7 @@ pub fn to_sql_json_text(text: &str) -> Result<Cow<'_, str>, InvalidJson> {
 /// re-rendered compactly (W&B dialect), so a record never spans lines.
 pub fn as_single_line(text: &str) -> Result<Cow<'_, str>, InvalidJson> {
     let trimmed = text.trim_matches(|c| c == '\n' || c == '\r' || c == ' ' || c == '\t');
-    if !trimmed.bytes().any(|b| b == b'\n' || b == b'\r') {
+    if memchr::memchr2(b'\n', b'\r', trimmed.as_bytes()).is_none() {
         return Ok(Cow::Borrowed(trimmed));
     }
     let value = parse(trimmed.as_bytes())?;
