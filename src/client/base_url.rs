@@ -80,6 +80,20 @@ impl BaseUrl {
         &self.parsed
     }
 
+    /// True when the server is on this machine (`localhost`, `127.0.0.0/8`, `::1`): a local
+    /// W&B server or the emulator, which have none of W&B's cloud rate limits.
+    pub fn is_loopback(&self) -> bool {
+        match self.parsed.host() {
+            Some(url::Host::Domain(name)) => {
+                name.eq_ignore_ascii_case("localhost")
+                    || name.to_ascii_lowercase().ends_with(".localhost")
+            }
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        }
+    }
+
     /// The netloc as Python's `urlsplit(url).netloc` gives it: `host[:port]`, as written.
     /// This is the netrc machine name (`wandb login` writes exactly this).
     pub fn netloc(&self) -> &str {
@@ -187,6 +201,28 @@ fn check_wandb_ai(text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_servers() {
+        for local in [
+            "http://localhost:8080",
+            "http://LOCALHOST",
+            "http://wandb.localhost",
+            "http://127.0.0.1:41234",
+            "http://127.9.9.9",
+            "http://[::1]:8080",
+        ] {
+            assert!(BaseUrl::parse(local).unwrap().is_loopback(), "{local}");
+        }
+        for remote in [
+            "https://api.wandb.ai",
+            "http://10.0.0.1",
+            "http://localhost.example.com",
+            "http://[::2]",
+        ] {
+            assert!(!BaseUrl::parse(remote).unwrap().is_loopback(), "{remote}");
+        }
+    }
 
     #[test]
     fn normalises_like_the_sdk() {

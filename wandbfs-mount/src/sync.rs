@@ -34,7 +34,7 @@ pub struct SyncArgs {
     jobs: usize,
 
     /// Requests per second to the W&B API, shared by all runs in flight (0 = no limit)
-    /// [default: the client's budget, 5/s].
+    /// [default: 5/s; no limit for a server on this machine (localhost, 127.0.0.0/8, ::1)].
     #[arg(long, value_name = "RATE")]
     max_rps: Option<f64>,
 
@@ -172,8 +172,21 @@ async fn sync_main(
 ) -> anyhow::Result<i32> {
     let settings = settings::resolve(&Overrides::default(), &Environment::from_process())?;
     let mut config = ClientConfig::default().apply_settings(&settings);
-    if let Some(rate) = args.max_rps {
-        config.rate.requests_per_second = rate;
+    match args.max_rps {
+        Some(rate) => config.rate.requests_per_second = rate,
+        // W&B's cloud limits are what the default budget is for; a server on this machine (a
+        // local W&B server, the emulator) has none, and pacing it only slows the sync down.
+        None if settings.base_url.is_loopback() => {
+            config.rate.requests_per_second = 0.0;
+            say(
+                display,
+                &format!(
+                    "{} is on this machine: no request-rate limit (--max-rps to set one)",
+                    settings.base_url
+                ),
+            );
+        }
+        None => {}
     }
     let client = Client::new(settings, config)?;
     let target = args.database.target()?;

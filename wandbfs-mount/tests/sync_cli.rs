@@ -360,3 +360,43 @@ async fn watch_mode_follows_a_live_run_until_interrupted() {
     );
     truth::assert_mirror_matches(&emu, &db, ENTITY, PROJECT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_this_machine_is_not_paced_unless_asked() {
+    let spec = SeedSpec::new("emulator", "local")
+        .runs(2)
+        .steps(50)
+        .keys(3)
+        .files(1)
+        .bigfile(0);
+    let emu = Emulator::start_with(EmulatorConfig::default().seed(spec)).expect("emulator");
+    let db = fresh_database().await.expect("throwaway Postgres");
+    let home = tempfile::tempdir().expect("home");
+    let note = "no request-rate limit";
+
+    let out = sync_command(&emu, &db, home.path(), &["emulator/local"])
+        .output()
+        .expect("wandbfs runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(note) && stderr.contains(emu.base_url()),
+        "{}",
+        text(&out)
+    );
+
+    let out = sync_command(
+        &emu,
+        &db,
+        home.path(),
+        &["emulator/local", "--max-rps", "5"],
+    )
+    .output()
+    .expect("wandbfs runs");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(note),
+        "{}",
+        text(&out)
+    );
+}
