@@ -23,6 +23,7 @@ mod read;
 mod rowcodec;
 pub mod schema;
 mod sqljson;
+mod sync_lock;
 pub mod testing;
 pub mod tls;
 mod write;
@@ -42,6 +43,7 @@ pub use ingest::{
 };
 pub use model::*;
 pub use read::{ArtifactVersionSummary, Document, RunSummary, RunSyncState};
+pub use sync_lock::ProjectSyncLock;
 pub use tls::TlsPolicy;
 pub use write::{ProjectSyncState, RunOutcome};
 

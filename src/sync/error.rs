@@ -32,6 +32,17 @@ pub enum SyncError {
         reason: String,
     },
 
+    /// Another sync (in this or another process, on this or another machine) is writing the
+    /// same project into this mirror; this one leaves the project alone.
+    #[error(
+        "another `wandbfs sync` is syncing {project} into this mirror right now; left alone \
+         (try again when that one finishes)"
+    )]
+    Busy {
+        /// `entity/project`.
+        project: String,
+    },
+
     /// The server answered something the engine cannot store faithfully (a history row
     /// without `_step`, a row outside the requested step window, a downsampled page).
     #[error("{what}: {reason}")]

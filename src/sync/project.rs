@@ -25,7 +25,7 @@ use super::report::{RunFailure, SyncReport, Tally};
 use super::run_job::{self, JobContext, RunJob, RunView};
 use super::state::{self, ProjectEngineState};
 use crate::client::{self, RunFields, RunsQuery, parse_timestamp};
-use crate::mirror::{ProjectPk, ProjectRecord};
+use crate::mirror::{ProjectPk, ProjectRecord, ProjectSyncLock};
 
 /// Syncs a project (or one run, for a run target) and adds its entry to `report`. Only fatal
 /// errors are returned; a failed project is reported and the sync moves on.
@@ -62,6 +62,22 @@ pub(crate) async fn sync_target(
         project: target.to_string(),
     });
     Ok(())
+}
+
+/// The project's sync lock, held until the returned guard drops; [`SyncError::Busy`] when
+/// another sync holds it.
+async fn lock_project(
+    engine: &SyncEngine,
+    target: &SyncTarget,
+    project_pk: ProjectPk,
+) -> Result<ProjectSyncLock> {
+    engine
+        .mirror
+        .try_lock_project_sync(project_pk)
+        .await?
+        .ok_or_else(|| SyncError::Busy {
+            project: format!("{}/{}", target.entity, target.project),
+        })
 }
 
 fn context<'a>(
@@ -107,6 +123,7 @@ async fn sync_project(
         ..ProjectRecord::default()
     };
     let project_pk = engine.mirror.upsert_project(&record).await?;
+    let _lock = lock_project(engine, target, project_pk).await?;
     let mut sync_state = engine.mirror.project_sync_state(project_pk).await?;
     let mut engine_state = ProjectEngineState::from_value(&sync_state.engine_state);
     let first = sync_state.last_metadata_pass_at.is_none();
@@ -342,6 +359,7 @@ async fn sync_one_run(
             ..ProjectRecord::default()
         })
         .await?;
+    let _lock = lock_project(engine, target, project_pk).await?;
     let outcome = engine
         .mirror
         .upsert_run(project_pk, &run_record(&run))
