@@ -175,8 +175,9 @@ async fn sync_project(
             Ok(done) => break done,
             Err(e) if updated_at && rejects_updated_at(&e) => {
                 tally.warn(format!(
-                    "{target}: the server does not support Run.updatedAt ({e}); edits to \
-                     finished runs are caught by the periodic metadata pass instead"
+                    "{target}: the server does not support Run.updatedAt ({e}); the periodic \
+                     metadata pass still catches new tags, notes, names and states of finished \
+                     runs, but edits to their summary or config only `--full` picks up"
                 ));
                 updated_at = false;
                 engine_state.updated_at_supported = Some(false);
