@@ -281,12 +281,13 @@ const FIXED: &[Fixed] = &[
             ("metadata", ColKind::Json),
             ("created_at", ColKind::Time),
             ("updated_at", ColKind::Time),
+            ("deleted", ColKind::Bool),
         ],
         sql: "SELECT t.name, c.name, 'v' || v.version_index, v.version_index,
                      coalesce((SELECT array_agg(a.alias ORDER BY a.alias) FROM wandb.artifact_aliases a
                                WHERE a.version_pk = v.version_pk), '{}'),
                      v.digest, v.size_bytes, v.file_count, v.state, v.description,
-                     v.metadata_text, v.created_at, v.updated_at
+                     v.metadata_text, v.created_at, v.updated_at, v.deleted OR c.deleted
               FROM wandb.artifact_versions v
               JOIN wandb.artifact_collections c USING (collection_pk)
               JOIN wandb.artifact_types t ON t.type_pk = c.type_pk
@@ -306,6 +307,7 @@ const FIXED: &[Fixed] = &[
                 r.get::<_, Option<String>>(10).map_or(Cell::Null, Cell::Json),
                 time(r, 11),
                 time(r, 12),
+                boolean(r, 13),
             ]
         },
     },

@@ -380,7 +380,8 @@ impl Mirror {
             .collect())
     }
 
-    /// All mirrored artifact versions of a project, ordered by type, collection and version.
+    /// The mirrored artifact versions of a project that W&B still has (not marked deleted, nor
+    /// in a deleted collection), ordered by type, collection and version.
     pub async fn list_artifact_versions(
         &self,
         project: ProjectPk,
@@ -397,7 +398,7 @@ impl Mirror {
                  FROM wandb.artifact_versions v
                  JOIN wandb.artifact_collections c USING (collection_pk)
                  JOIN wandb.artifact_types t ON t.type_pk = c.type_pk
-                 WHERE c.project_pk = $1
+                 WHERE c.project_pk = $1 AND NOT v.deleted AND NOT c.deleted
                  ORDER BY t.name, c.name, v.version_index",
                 &[&project.0],
             )

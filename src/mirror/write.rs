@@ -205,6 +205,85 @@ impl Mirror {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Marks the versions of `collection` whose index is not in `present` deleted (after a
+    /// complete listing of the collection) and drops their aliases, which W&B has moved or
+    /// removed with them. Returns the indices newly marked.
+    pub async fn mark_missing_artifact_versions_deleted(
+        &self,
+        collection: CollectionPk,
+        present: &[i32],
+    ) -> Result<Vec<i32>> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .db("starting to mark artifact versions deleted")?;
+        let rows = tx
+            .query(
+                "UPDATE wandb.artifact_versions SET deleted = true, deleted_at = now()
+                 WHERE collection_pk = $1 AND NOT deleted AND NOT (version_index = ANY($2))
+                 RETURNING version_pk, version_index",
+                &[&collection.0, &present],
+            )
+            .await
+            .db("marking missing artifact versions deleted")?;
+        let gone: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        tx.execute(
+            "DELETE FROM wandb.artifact_aliases WHERE version_pk = ANY($1)",
+            &[&gone],
+        )
+        .await
+        .db("dropping aliases of deleted artifact versions")?;
+        tx.commit()
+            .await
+            .db("committing artifact version deletions")?;
+        Ok(rows.iter().map(|r| r.get(1)).collect())
+    }
+
+    /// Marks the artifact collections of `project` not in `present` deleted (after a complete
+    /// listing of every type's collections), with their versions, and drops their aliases.
+    /// Returns the collections' names and how many versions were newly marked.
+    pub async fn mark_missing_artifact_collections_deleted(
+        &self,
+        project: ProjectPk,
+        present: &[CollectionPk],
+    ) -> Result<(Vec<String>, u64)> {
+        let present: Vec<i64> = present.iter().map(|c| c.0).collect();
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .db("starting to mark artifact collections deleted")?;
+        let rows = tx
+            .query(
+                "UPDATE wandb.artifact_collections SET deleted = true, deleted_at = now()
+                 WHERE project_pk = $1 AND NOT deleted AND NOT (collection_pk = ANY($2))
+                 RETURNING collection_pk, name",
+                &[&project.0, &present],
+            )
+            .await
+            .db("marking missing artifact collections deleted")?;
+        let gone: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let versions = tx
+            .execute(
+                "UPDATE wandb.artifact_versions SET deleted = true, deleted_at = now()
+                 WHERE collection_pk = ANY($1) AND NOT deleted",
+                &[&gone],
+            )
+            .await
+            .db("marking versions of deleted artifact collections deleted")?;
+        tx.execute(
+            "DELETE FROM wandb.artifact_aliases WHERE collection_pk = ANY($1)",
+            &[&gone],
+        )
+        .await
+        .db("dropping aliases of deleted artifact collections")?;
+        tx.commit()
+            .await
+            .db("committing artifact collection deletions")?;
+        Ok((rows.iter().map(|r| r.get(1)).collect(), versions))
+    }
+
     /// Replaces the file listing of `run` with `files` (one transaction: upsert all, delete the
     /// rest) and stamps `files_synced_at`.
     pub async fn replace_run_files(&self, run: RunPk, files: &[RunFileRecord]) -> Result<()> {
@@ -305,7 +384,7 @@ impl Mirror {
                      storage_id = coalesce(EXCLUDED.storage_id, c.storage_id),
                      description = EXCLUDED.description, tags = EXCLUDED.tags,
                      created_at = coalesce(EXCLUDED.created_at, c.created_at),
-                     updated_at = EXCLUDED.updated_at, deleted = false
+                     updated_at = EXCLUDED.updated_at, deleted = false, deleted_at = NULL
                  RETURNING collection_pk",
                 &[
                     &project.0,
@@ -358,6 +437,7 @@ impl Mirror {
                      -- A changed digest means a changed manifest.
                      manifest_synced = v.manifest_synced
                                        AND v.digest IS NOT DISTINCT FROM EXCLUDED.digest,
+                     deleted = false, deleted_at = NULL,
                      synced_at = now()
                  RETURNING version_pk",
                 &[

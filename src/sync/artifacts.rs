@@ -39,6 +39,7 @@ pub(crate) async fn sync_artifacts(ctx: &JobContext<'_>) -> Result<bool> {
         }
         Err(e) => return Err(e.into()),
     };
+    let mut present_collections = Vec::new();
     for artifact_type in types {
         let type_pk = ctx
             .mirror
@@ -75,7 +76,22 @@ pub(crate) async fn sync_artifacts(ctx: &JobContext<'_>) -> Result<bool> {
                 )
                 .await?;
             sync_versions(ctx, &artifact_type.name, &collection, collection_pk).await?;
+            present_collections.push(collection_pk);
         }
+    }
+    // Every listing above completed (errors return early), so what it did not show is gone.
+    let (gone, versions) = ctx
+        .mirror
+        .mark_missing_artifact_collections_deleted(ctx.project_pk, &present_collections)
+        .await?;
+    Tally::add(&ctx.tally.artifact_versions_deleted, versions);
+    if !gone.is_empty() {
+        tracing::info!(
+            "{}/{}: artifact collections deleted in W&B: {}",
+            ctx.entity,
+            ctx.project,
+            gone.join(", ")
+        );
     }
     Ok(true)
 }
@@ -105,6 +121,7 @@ async fn sync_versions(
     let mut versions =
         ctx.client
             .artifact_versions(ctx.entity, ctx.project, type_name, &collection.name, None);
+    let mut present = Vec::new();
     while let Some(version) = versions.try_next().await? {
         let Some(record) = version_record(&version, &collection.name) else {
             ctx.tally.warn(format!(
@@ -118,6 +135,7 @@ async fn sync_versions(
             .upsert_artifact_version(collection_pk, &record)
             .await?;
         Tally::add(&ctx.tally.artifact_versions, 1);
+        present.push(record.version_index);
         if !state::manifest_synced(ctx.mirror, version_pk.0).await? {
             let manifest = ctx.client.artifact_manifest(&version.artifact.id).await?;
             let entries: Vec<ManifestEntryRecord> = manifest
@@ -138,6 +156,12 @@ async fn sync_versions(
                 .map_err(SyncError::from)?;
         }
     }
+    // The listing completed: versions it no longer shows were deleted in W&B.
+    let gone = ctx
+        .mirror
+        .mark_missing_artifact_versions_deleted(collection_pk, &present)
+        .await?;
+    Tally::add(&ctx.tally.artifact_versions_deleted, gone.len() as u64);
     Ok(())
 }
 

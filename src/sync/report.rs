@@ -33,6 +33,9 @@ pub struct SyncReport {
     pub files: u64,
     /// Artifact versions stored.
     pub artifact_versions: u64,
+    /// Artifact versions newly marked deleted (gone from W&B's listing, or in a collection that
+    /// is gone).
+    pub artifact_versions_deleted: u64,
     /// Requests made to W&B.
     pub api: ApiCalls,
     /// Wall time.
@@ -125,6 +128,7 @@ pub(crate) struct Tally {
     pub(crate) bytes: AtomicU64,
     pub(crate) files: AtomicU64,
     pub(crate) artifact_versions: AtomicU64,
+    pub(crate) artifact_versions_deleted: AtomicU64,
     pub(crate) failures: Mutex<Vec<RunFailure>>,
     pub(crate) warnings: Mutex<Vec<String>>,
 }
@@ -186,6 +190,7 @@ impl Tally {
         report.bytes += get(&self.bytes);
         report.files += get(&self.files);
         report.artifact_versions += get(&self.artifact_versions);
+        report.artifact_versions_deleted += get(&self.artifact_versions_deleted);
         report.failures.extend(
             self.failures
                 .into_inner()

@@ -267,7 +267,7 @@ fn summary_lines(report: &SyncReport) -> Vec<String> {
     let failed = report.runs_failed + report.runs_skipped;
     lines.push(format!(
         "synced {} runs ({} listed, {} failed, {} newly deleted): {} rows, {} events, {:.1} MB, \
-         {} files, {} artifact versions; {} API requests ({} retried) in {:.1}s",
+         {} files, {} artifact versions{}; {} API requests ({} retried) in {:.1}s",
         report.runs_synced,
         report.runs_listed,
         failed,
@@ -277,6 +277,10 @@ fn summary_lines(report: &SyncReport) -> Vec<String> {
         report.bytes as f64 / 1e6,
         report.files,
         report.artifact_versions,
+        match report.artifact_versions_deleted {
+            0 => String::new(),
+            n => format!(" ({n} newly deleted)"),
+        },
         report.api.http,
         report.api.retries,
         report.duration_secs

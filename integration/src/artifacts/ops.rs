@@ -662,6 +662,47 @@ impl ArtifactWorld {
         Ok(())
     }
 
+    /// `deleteArtifactSequence`: the collection goes, with every version in it (their aliases
+    /// go with the collection). Returns the removed collection and its project.
+    pub fn delete_sequence(
+        &mut self,
+        num: u64,
+        now: Micros,
+    ) -> Result<(ProjectArtifacts, SequenceRecord), ArtifactError> {
+        let (key, name) = self
+            .projects
+            .iter()
+            .find_map(|(key, p)| {
+                p.sequences
+                    .values()
+                    .find(|s| s.num == num)
+                    .map(|s| (key.clone(), s.name.clone()))
+            })
+            .ok_or_else(|| {
+                ArtifactError::NotFound(format!("artifact collection {num} not found"))
+            })?;
+        let project = self.projects.get_mut(&key).ok_or_else(|| {
+            ArtifactError::NotFound(format!("artifact collection {num} not found"))
+        })?;
+        let mut removed = project.sequences.remove(&name).ok_or_else(|| {
+            ArtifactError::NotFound(format!("artifact collection {num} not found"))
+        })?;
+        removed.updated_at = now;
+        let owner = ProjectArtifacts {
+            entity: project.entity.clone(),
+            project: project.project.clone(),
+            ..ProjectArtifacts::default()
+        };
+        for a in self.artifacts.values_mut() {
+            if a.entity == owner.entity && a.project == owner.project && a.sequence == name {
+                a.state = ArtifactState::Deleted;
+                a.requested_aliases.clear();
+                a.updated_at = now;
+            }
+        }
+        Ok((owner, removed))
+    }
+
     /// `deleteArtifact`: a version with aliases is only deleted with `delete_aliases`.
     pub fn delete_artifact(
         &mut self,

@@ -48,7 +48,11 @@ pub struct QueryRoot(
 /// `Mutation`.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(mutations::RunMutations, artifacts::ArtifactMutations);
+pub struct MutationRoot(
+    mutations::RunMutations,
+    artifacts::ArtifactMutations,
+    artifacts::CollectionMutations,
+);
 
 /// `Project`.
 #[derive(MergedObject)]

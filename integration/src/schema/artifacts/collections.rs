@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, ID, Interface, Object, Result, SimpleObject};
+use async_graphql::{Context, ID, InputObject, Interface, Object, Result, SimpleObject};
 
 use super::types::{
     AliasObj, ArtifactAliasConnection, ArtifactAliasEdge, ArtifactObj, DigestAlgorithmEnum,
@@ -261,6 +261,8 @@ pub struct ArtifactSequenceObj {
     pub created_at: i64,
     /// Last change.
     pub updated_at: i64,
+    /// Set on the object a `deleteArtifactSequence` returns.
+    pub deleted: bool,
 }
 
 impl ArtifactSequenceObj {
@@ -275,6 +277,7 @@ impl ArtifactSequenceObj {
             description: s.description.clone(),
             created_at: s.created_at,
             updated_at: s.updated_at,
+            deleted: false,
         }
     }
 
@@ -343,9 +346,10 @@ impl ArtifactSequenceObj {
         TagConnection::default()
     }
 
-    /// `READY` (deleting collections is not emulated).
+    /// `READY`, or `DELETED` on the object `deleteArtifactSequence` returns (a deleted
+    /// collection is gone from every listing).
     async fn state(&self, _ctx: &Context<'_>) -> String {
-        "READY".into()
+        if self.deleted { "DELETED" } else { "READY" }.into()
     }
 
     /// Aliases of all versions, by name.
@@ -494,5 +498,56 @@ impl ArtifactSequenceObj {
             .map_or(DigestAlgorithmEnum::ManifestMd5, |a| {
                 DigestAlgorithmEnum::parse(&a.digest_algorithm)
             })
+    }
+}
+
+/// `DeleteArtifactSequenceInput`.
+#[derive(InputObject)]
+pub struct DeleteArtifactSequenceInput {
+    /// The collection.
+    #[graphql(name = "artifactSequenceID")]
+    pub artifact_sequence_id: ID,
+    /// Relay mutation id.
+    pub client_mutation_id: Option<String>,
+}
+
+/// `DeleteArtifactSequencePayload`.
+#[derive(SimpleObject)]
+pub struct DeleteArtifactSequencePayload {
+    /// The deleted collection (`state: DELETED`).
+    pub artifact_collection: ArtifactCollectionIface,
+    /// Relay mutation id.
+    pub client_mutation_id: Option<String>,
+}
+
+/// Collection mutations (`ArtifactCollection.delete()` in the SDK).
+#[derive(Default)]
+pub struct CollectionMutations;
+
+#[Object]
+impl CollectionMutations {
+    /// Deletes a collection and every version in it.
+    async fn delete_artifact_sequence(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteArtifactSequenceInput,
+    ) -> Result<DeleteArtifactSequencePayload> {
+        use crate::artifacts::model::parse_gid;
+        let app = app(ctx);
+        let num = parse_gid("ArtifactSequence", &input.artifact_sequence_id)
+            .or_else(|| parse_gid("ArtifactCollection", &input.artifact_sequence_id))
+            .ok_or("artifactSequenceID is not an artifact collection id")?;
+        let (project, sequence) = app
+            .artifacts()
+            .world
+            .write()
+            .delete_sequence(num, app.now())?;
+        app.mark_dirty();
+        let mut obj = ArtifactSequenceObj::from_record(&project, &sequence);
+        obj.deleted = true;
+        Ok(DeleteArtifactSequencePayload {
+            artifact_collection: ArtifactCollectionIface::ArtifactSequence(obj),
+            client_mutation_id: input.client_mutation_id,
+        })
     }
 }

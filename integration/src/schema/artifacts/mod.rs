@@ -22,6 +22,7 @@ use super::{PageInfo, ProjectObject, ProjectRef, app};
 use crate::app::AppState;
 use crate::query::{encode_cursor, page};
 
+pub use collections::CollectionMutations;
 pub use collections::{ArtifactCollectionIface, ArtifactSequenceObj, ArtifactTypeObj};
 pub use mutations::ArtifactMutations;
 pub use parts::{ArtifactQuery, FileArtifactFields, ProjectArtifactFields, RunArtifactFields};
