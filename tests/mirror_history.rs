@@ -1,33 +1,11 @@
 //! History and system-event ingest into a real Postgres (throwaway cluster): binary COPY,
 //! pre-rendered chunks, byte-exact reads, idempotence and crash safety at the batch level.
 
-use wandbfs::mirror::testing::{TestDatabase, fresh_database};
-use wandbfs::mirror::{CHUNK_TARGET_BYTES, Mirror, ProjectRecord, RunPk, RunRecord, Stream};
+use wandbfs::mirror::testing::{TestDatabase, fresh_database_with_run};
+use wandbfs::mirror::{CHUNK_TARGET_BYTES, Mirror, RunPk, Stream};
 
 async fn setup() -> (TestDatabase, RunPk) {
-    let db = fresh_database().await.expect("test database");
-    let project = db
-        .mirror
-        .upsert_project(&ProjectRecord {
-            entity: "ent".into(),
-            name: "proj".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("project");
-    let run = db
-        .mirror
-        .upsert_run(
-            project,
-            &RunRecord {
-                run_id: "run1".into(),
-                state: Some("running".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("run");
-    (db, run.run_pk)
+    fresh_database_with_run().await.expect("test database")
 }
 
 /// A W&B-style history row of about 20 metrics.

@@ -5,33 +5,11 @@
 //! that are wider than 512 keys, nested NaN, `-0.0`, extreme floats, integers beyond 2^53,
 //! duplicate keys.
 
-use wandbfs::mirror::testing::{TestDatabase, fresh_database};
-use wandbfs::mirror::{ProjectRecord, RunPk, RunRecord, Stream};
+use wandbfs::mirror::testing::{TestDatabase, fresh_database_with_run};
+use wandbfs::mirror::{RunPk, Stream};
 
 async fn setup() -> (TestDatabase, RunPk) {
-    let db = fresh_database().await.expect("test database");
-    let project = db
-        .mirror
-        .upsert_project(&ProjectRecord {
-            entity: "ent".into(),
-            name: "proj".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("project");
-    let run = db
-        .mirror
-        .upsert_run(
-            project,
-            &RunRecord {
-                run_id: "run1".into(),
-                state: Some("running".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("run");
-    (db, run.run_pk)
+    fresh_database_with_run().await.expect("test database")
 }
 
 fn tricky_rows() -> Vec<String> {

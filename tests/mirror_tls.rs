@@ -2,7 +2,6 @@
 //! unencrypted TCP connections (a throwaway cluster reconfigured for TCP on 127.0.0.1 with a
 //! self-signed certificate made by `openssl`, which the `postgresql` package depends on).
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -23,7 +22,6 @@ fn run(cmd: &mut Command) {
 /// Reconfigures `temp` for TLS-only TCP on 127.0.0.1 and returns the port.
 fn serve_tls(temp: &TempCluster) -> u16 {
     let cluster = temp.cluster();
-    let status = cluster.status().unwrap();
     let data = temp.root().join("data");
     let crt = data.join("server.crt");
     let key = data.join("server.key");
@@ -77,33 +75,13 @@ fn serve_tls(temp: &TempCluster) -> u16 {
         cluster.account().chown(f).unwrap();
         std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    std::fs::write(
-        data.join("pg_hba.conf"),
+    temp.serve_tcp(
         "local all all trust\n\
          hostssl all all 127.0.0.1/32 trust\n\
          hostnossl all all 127.0.0.1/32 reject\n",
+        "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'",
     )
-    .unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
-    conf.push_str(&format!(
-        "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
-         listen_addresses = '127.0.0.1'\nport = {port}\n"
-    ));
-    std::fs::write(data.join("postgresql.conf"), conf).unwrap();
-    let log = temp.root().join("postgres.log");
-    run(cluster
-        .account()
-        .command(status.bin_dir.join("pg_ctl"))
-        .args(["restart", "-s", "-w", "-m", "fast", "-D"])
-        .arg(&data)
-        .arg("-l")
-        .arg(&log));
-    port
+    .unwrap()
 }
 
 async fn uses_tls(mirror: &Mirror) -> bool {

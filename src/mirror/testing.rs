@@ -63,6 +63,32 @@ pub async fn fresh_database() -> Result<TestDatabase> {
     fresh_database_with(&ConnectOptions::default()).await
 }
 
+/// A fresh database holding one project (`ent/proj`) with one running run (`run1`), for tests
+/// of the mirror's row-level API.
+pub async fn fresh_database_with_run() -> Result<(TestDatabase, super::RunPk)> {
+    let db = fresh_database().await?;
+    let project = db
+        .mirror
+        .upsert_project(&super::ProjectRecord {
+            entity: "ent".into(),
+            name: "proj".into(),
+            ..Default::default()
+        })
+        .await?;
+    let run = db
+        .mirror
+        .upsert_run(
+            project,
+            &super::RunRecord {
+                run_id: "run1".into(),
+                state: Some("running".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok((db, run.run_pk))
+}
+
 /// [`fresh_database`] with explicit connection options.
 pub async fn fresh_database_with(options: &ConnectOptions) -> Result<TestDatabase> {
     static TEMPLATE_READY: OnceCell<()> = OnceCell::const_new();

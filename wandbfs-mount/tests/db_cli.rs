@@ -202,33 +202,11 @@ fn serve_with_password(temp: &wandbfs::mirror::embedded::TempCluster, password: 
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let data = temp.root().join("data");
-    std::fs::write(
-        data.join("pg_hba.conf"),
+    temp.serve_tcp(
         "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        "password_encryption = scram-sha-256",
     )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
-    conf.push_str(&format!(
-        "listen_addresses = '127.0.0.1'\nport = {port}\npassword_encryption = scram-sha-256\n"
-    ));
-    std::fs::write(data.join("postgresql.conf"), conf).unwrap();
-    let out = cluster
-        .account()
-        .command(status.bin_dir.join("pg_ctl"))
-        .args(["restart", "-s", "-w", "-m", "fast", "-D"])
-        .arg(&data)
-        .arg("-l")
-        .arg(temp.root().join("postgres.log"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    port
+    .unwrap()
 }
 
 #[test]

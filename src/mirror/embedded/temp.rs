@@ -109,6 +109,44 @@ impl TempCluster {
     pub fn startup_time(&self) -> std::time::Duration {
         self.startup
     }
+
+    /// Makes the server also accept TCP connections on 127.0.0.1 at a free port, with `pg_hba`
+    /// as its whole `pg_hba.conf` and `settings` appended to `postgresql.conf`, and restarts
+    /// it. For tests of the external-server paths (TLS, password authentication), which the
+    /// socket-only default cannot exercise. Returns the port.
+    pub fn serve_tcp(&self, pg_hba: &str, settings: &str) -> Result<u16> {
+        let c = &self.cluster;
+        let data = &c.data_dir;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(io_err("finding a free TCP port for", data))?
+            .port();
+        let hba = data.join("pg_hba.conf");
+        std::fs::write(&hba, pg_hba).map_err(io_err("writing", &hba))?;
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(io_err("reading", &conf))?;
+        text.push_str(&format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\n{settings}\n"
+        ));
+        std::fs::write(&conf, text).map_err(io_err("writing", &conf))?;
+        let out = c
+            .account
+            .command(c.binaries.program("pg_ctl"))
+            .args(["restart", "-s", "-w", "-m", "fast", "-D"])
+            .arg(data)
+            .arg("-l")
+            .arg(&c.log_file)
+            .output()
+            .map_err(io_err("running pg_ctl restart in", data))?;
+        if !out.status.success() {
+            return Err(super::command_failed(
+                "pg_ctl restart",
+                &out,
+                Some(&c.log_file),
+            ));
+        }
+        Ok(port)
+    }
 }
 
 impl Drop for TempCluster {
