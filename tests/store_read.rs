@@ -406,12 +406,13 @@ async fn cached_synthetic_files_revalidate_after_the_ttl() {
     let key = emu.runs("alice", PROJECT)[2].clone();
     let history = format!("{}/history.jsonl", run_prefix(&key));
     let store = builder(&emu)
-        .with_cache_ttl(Duration::from_millis(300))
+        // Long enough that the steps meant to fall inside it do on a loaded 2-core machine.
+        .with_cache_ttl(Duration::from_secs(2))
         .build();
     let before = get_bytes(&store, &history).await;
 
     // Past the TTL, an unchanged run costs one Run call and no history page.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     emu.reset_counters();
     assert_eq!(
         store.head(&p(&history)).await.unwrap().size,
@@ -435,7 +436,7 @@ async fn cached_synthetic_files_revalidate_after_the_ttl() {
         store.head(&p(&history)).await.unwrap().size,
         before.len() as u64
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let after = get_bytes(&store, &history).await;
     assert_eq!(after, expected_history(&emu, &key));
     assert!(after.ends_with(b"{\"_step\":121,\"loss\":0.5,\"extra\":{\"n\":2.0}}\n"));

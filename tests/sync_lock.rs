@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sync_support::*;
 use wandb_emulator::{Emulator, EmulatorConfig, FaultScope, FaultSettings, LatencyFault, SeedSpec};
+use wandbfs::mirror::{ConnectOptions, Mirror};
 use wandbfs::sync::{SyncOptions, SyncReport};
 
 const ENTITY: &str = "emulator";
@@ -42,10 +43,13 @@ async fn a_second_sync_of_a_project_leaves_it_to_the_first() {
         .unwrap()
         .expect("project mirrored");
 
-    // Another sync holds the project (its lock is a server-side session lock, so a guard from
-    // this process stands for any other process): both target kinds leave it alone.
-    let held = db
-        .mirror
+    // Another sync holds the project (its lock is a server-side session lock, so a guard taken
+    // through a second mirror connection stands for any other process): both target kinds
+    // leave it alone.
+    let other_process = Mirror::connect_config(db.config.clone(), &ConnectOptions::default())
+        .await
+        .unwrap();
+    let held = other_process
         .try_lock_project_sync(project)
         .await
         .unwrap()
@@ -71,9 +75,8 @@ async fn a_second_sync_of_a_project_leaves_it_to_the_first() {
         assert_eq!((report.rows, report.runs_synced), (0, 0), "{report:#?}");
     }
 
-    // Released (the holder finished, or died: its connection closes either way), the next
-    // sync catches up.
-    drop(held);
+    // Released (the holder finished), the next sync catches up.
+    held.release().await;
     let report = sync(&engine, &target).await;
     assert!(report.is_success(), "{report:#?}");
     assert_eq!(report.rows, 60, "{report:#?}");
@@ -103,7 +106,6 @@ async fn a_second_sync_of_a_project_leaves_it_to_the_first() {
     // Wait for it to hold the lock, looking at pg_locks (taking the lock to test it could turn
     // the slow sync away instead).
     let observer = db.mirror.pool().get().await.unwrap();
-    let mut waited = Duration::ZERO;
     loop {
         let held: i64 = observer
             .query_one(
@@ -118,11 +120,10 @@ async fn a_second_sync_of_a_project_leaves_it_to_the_first() {
             break;
         }
         assert!(
-            waited < Duration::from_secs(30),
-            "the slow sync never took the lock"
+            !first.is_finished(),
+            "the slow sync finished without being seen holding the lock"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
-        waited += Duration::from_millis(5);
     }
     let second = sync(&engine, &target).await;
     assert!(busy(&second), "{second:#?}");
@@ -130,4 +131,115 @@ async fn a_second_sync_of_a_project_leaves_it_to_the_first() {
     assert!(first.is_success(), "{first:#?}");
     emu.set_faults(FaultSettings::default());
     assert_mirror_matches(&emu, &db, ENTITY, PROJECT).await;
+}
+
+/// Syncs that follow each other in one process never find the lock still held by the one
+/// before: a finished sync has released it on the server before it returns (a `--watch` round,
+/// a script syncing twice, the mount's background sync all do this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_syncs_in_one_process_are_never_busy() {
+    let spec = SeedSpec::new(ENTITY, PROJECT)
+        .runs(2)
+        .steps(20)
+        .keys(3)
+        .files(1)
+        .bigfile(0);
+    let emu = Emulator::start_with(EmulatorConfig::default().seed(spec)).expect("emulator");
+    let db = database().await;
+    let target = format!("{ENTITY}/{PROJECT}");
+    let run_target = format!("{target}/{}", emu.runs(ENTITY, PROJECT)[0].name);
+    let engine = engine(client(&emu), &db.mirror, SyncOptions::default());
+    for round in 0..100 {
+        for t in [&target, &run_target] {
+            let report = sync(&engine, t).await;
+            assert!(!busy(&report), "round {round}, {t}: {report:#?}");
+            assert!(report.is_success(), "round {round}, {t}: {report:#?}");
+        }
+    }
+    assert_mirror_matches(&emu, &db, ENTITY, PROJECT).await;
+}
+
+/// A lock dropped without an explicit release (a sync future cancelled mid-way) is released in
+/// the background, and the next attempt in the process waits for that instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_lock_is_free_for_the_next_attempt_in_the_process() {
+    let db = database().await;
+    let project = db
+        .mirror
+        .upsert_project(&wandbfs::mirror::ProjectRecord {
+            entity: ENTITY.to_owned(),
+            name: "dropped".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for round in 0..200 {
+        let lock = db.mirror.try_lock_project_sync(project).await.unwrap();
+        let lock = lock.unwrap_or_else(|| panic!("round {round}: the lock was still held"));
+        if round % 2 == 0 {
+            drop(lock);
+        } else {
+            lock.release().await;
+        }
+    }
+    // And a lock that is really held is still refused.
+    let held = db.mirror.try_lock_project_sync(project).await.unwrap();
+    assert!(held.is_some());
+    assert!(
+        db.mirror
+            .try_lock_project_sync(project)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// With a wait, a sync queues for the lock instead of being turned away: behind another
+/// process (the server's lock queue) and behind a sync of its own process; a lock still held
+/// when the wait ends is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_lock_is_taken_when_the_holder_releases_it() {
+    let db = database().await;
+    let project = db
+        .mirror
+        .upsert_project(&wandbfs::mirror::ProjectRecord {
+            entity: ENTITY.to_owned(),
+            name: "queued".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let other_process = Mirror::connect_config(db.config.clone(), &ConnectOptions::default())
+        .await
+        .unwrap();
+    for holder in [&other_process, &db.mirror] {
+        let held = holder
+            .try_lock_project_sync(project)
+            .await
+            .unwrap()
+            .unwrap();
+        let waiter = {
+            let mirror = db.mirror.clone();
+            tokio::spawn(async move {
+                mirror
+                    .lock_project_sync(project, Duration::from_secs(600))
+                    .await
+            })
+        };
+        held.release().await;
+        let got = waiter.await.unwrap().unwrap();
+        got.expect("taken once released").release().await;
+    }
+    let held = other_process
+        .try_lock_project_sync(project)
+        .await
+        .unwrap()
+        .unwrap();
+    let refused = db
+        .mirror
+        .lock_project_sync(project, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(refused.is_none(), "still held after the wait");
+    held.release().await;
 }

@@ -133,6 +133,8 @@ pub struct Mirror {
     ingest_permits: Arc<Semaphore>,
     /// Metric keys and key sets known to this process (ids are never reused or changed).
     dictionary: Arc<dictionary::Dictionary>,
+    /// This process's project sync locks (see [`sync_lock`]).
+    local_locks: Arc<sync_lock::LocalLocks>,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -207,6 +209,7 @@ impl Mirror {
             pool,
             ingest_permits: Arc::new(Semaphore::new((options.max_connections / 2).max(1))),
             dictionary: Arc::default(),
+            local_locks: Arc::default(),
         };
         let mut client = mirror.client().await?;
         match options.schema {

@@ -36,6 +36,10 @@ pub struct RunSummary {
     pub deleted: bool,
     /// Creation time.
     pub created_at: Option<DateTime<Utc>>,
+    /// Last heartbeat.
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// W&B's `updatedAt`.
+    pub updated_at: Option<DateTime<Utc>>,
     /// Last refresh by the mirror.
     pub last_synced_at: DateTime<Utc>,
     /// Exact size of `history.jsonl`.
@@ -333,7 +337,7 @@ impl Mirror {
         let rows = client
             .query(
                 "SELECT r.run_pk, r.run_id, r.state, r.deleted, r.created_at, r.last_synced_at,
-                        s.history_bytes, s.system_bytes
+                        s.history_bytes, s.system_bytes, r.heartbeat_at, r.updated_at
                  FROM wandb.runs r JOIN wandb.run_sync_state s USING (run_pk)
                  WHERE r.project_pk = $1 ORDER BY r.run_id",
                 &[&project.0],
@@ -351,6 +355,8 @@ impl Mirror {
                 last_synced_at: r.get(5),
                 history_bytes: r.get::<_, i64>(6) as u64,
                 system_bytes: r.get::<_, i64>(7) as u64,
+                heartbeat_at: r.get(8),
+                updated_at: r.get(9),
             })
             .collect())
     }

@@ -196,10 +196,7 @@ mod tests {
         fn runs(&self, project: &ProjectRef) -> BoxStream<'static, SourceResult<RunEntry>> {
             match &self.covers {
                 Some(p) if p != project => stream::iter([not_covered("runs")]).boxed(),
-                _ => stream::iter([Ok(RunEntry {
-                    id: format!("{}-run", self.label),
-                })])
-                .boxed(),
+                _ => stream::iter([Ok(RunEntry::new(format!("{}-run", self.label)))]).boxed(),
             }
         }
         fn run_files(&self, _: &RunRef) -> BoxStream<'static, SourceResult<FileEntry>> {

@@ -522,7 +522,16 @@ impl MetadataSource for LiveSource {
     fn runs(&self, project: &ProjectRef) -> BoxStream<'static, SourceResult<RunEntry>> {
         let query = RunsQuery::new(&project.entity, &project.project);
         missing_is_empty(self.client.runs(&query), project.to_string())
-            .map_ok(|r| RunEntry { id: r.name })
+            .map_ok(|r| {
+                let time = |t: &Option<String>| t.as_deref().and_then(parse_timestamp);
+                RunEntry {
+                    last_modified: time(&r.updated_at)
+                        .or_else(|| time(&r.heartbeat_at))
+                        .or_else(|| time(&r.created_at)),
+                    state: r.state,
+                    id: r.name,
+                }
+            })
             .boxed()
     }
 

@@ -404,7 +404,11 @@ impl MetadataSource for MirrorSource {
             Ok(runs
                 .into_iter()
                 .filter(|r| !r.deleted)
-                .map(|r| RunEntry { id: r.run_id })
+                .map(|r| RunEntry {
+                    last_modified: r.updated_at.or(r.heartbeat_at).or(r.created_at),
+                    state: r.state,
+                    id: r.run_id,
+                })
                 .collect())
         })
     }

@@ -166,6 +166,22 @@ pub struct ProjectEntry {
 pub struct RunEntry {
     /// Run id (W&B `name`).
     pub id: String,
+    /// `running`, `finished`, `crashed`, … when the listing has it.
+    pub state: Option<String>,
+    /// The run's `updatedAt` (else `heartbeatAt`, else `createdAt`), when known: the time its
+    /// synthetic files carry.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+impl RunEntry {
+    /// A listing entry with only the id known.
+    pub fn new(id: impl Into<String>) -> Self {
+        RunEntry {
+            id: id.into(),
+            state: None,
+            last_modified: None,
+        }
+    }
 }
 
 /// A file (run file or artifact file).

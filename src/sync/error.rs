@@ -62,6 +62,17 @@ impl SyncError {
         }
     }
 
+    /// True when the error stops the whole sync instead of failing one run or project: the
+    /// mirror is unusable ([`Self::is_mirror_unavailable`]) or W&B refused the credentials
+    /// (every other request would be refused too).
+    pub fn is_fatal(&self) -> bool {
+        self.is_mirror_unavailable()
+            || matches!(
+                self,
+                SyncError::Client(client::Error::Unauthenticated { .. })
+            )
+    }
+
     /// True when the error means the mirror itself is unusable (every further write would fail
     /// too), so the whole sync should stop rather than record per-run failures.
     pub fn is_mirror_unavailable(&self) -> bool {

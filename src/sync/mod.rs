@@ -168,4 +168,26 @@ impl SyncEngine {
         report.duration_secs = started.elapsed().as_secs_f64();
         Ok(report)
     }
+
+    /// Refreshes the mirror's file listing of one mirrored run — one `RunFiles` listing, no
+    /// history — after a file of it was written or deleted (through the mount or the store),
+    /// so that the mirror serves the change at once. `Ok(false)` when the run is not mirrored.
+    ///
+    /// It replaces the listing in one statement with W&B's complete current one, so it needs
+    /// no project lock: a concurrent sync job writes an equally complete listing.
+    pub async fn refresh_run_files(&self, entity: &str, project: &str, run: &str) -> Result<bool> {
+        use futures::TryStreamExt as _;
+        let Some(run_pk) = self.mirror.resolve_run(entity, project, run).await? else {
+            return Ok(false);
+        };
+        let query = crate::client::RunFilesQuery::new(entity, project, run);
+        let files: Vec<_> = self
+            .client
+            .run_files(&query)
+            .map_ok(records::file_record)
+            .try_collect()
+            .await?;
+        self.mirror.replace_run_files(run_pk, &files).await?;
+        Ok(true)
+    }
 }

@@ -133,6 +133,11 @@ pub struct SyncOptions {
     /// reply fills the bound, the request is repeated with a larger one). Default **10,000**
     /// (~40 hours of 15-second samples).
     pub events_samples: u32,
+    /// How long to wait for another sync of the same project to finish before reporting
+    /// [`SyncError::Busy`](super::SyncError::Busy). Default **0** (turned away at once: the
+    /// command line says so and a `--watch` loop retries next round); the mount waits when a
+    /// file's first access needs its run synced while its background sync holds the project.
+    pub lock_wait: Duration,
 }
 
 impl Default for SyncOptions {
@@ -154,6 +159,7 @@ impl Default for SyncOptions {
             events_samples: 10_000,
             parquet_exports: true,
             parquet_min_rows: 10_000,
+            lock_wait: Duration::ZERO,
         }
     }
 }

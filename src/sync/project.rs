@@ -45,7 +45,7 @@ pub(crate) async fn sync_target(
     };
     let error = match result {
         Ok(()) => None,
-        Err(e) if e.is_mirror_unavailable() => return Err(e),
+        Err(e) if e.is_fatal() => return Err(e),
         Err(e) => {
             tracing::warn!(target = %target, "sync failed: {e}");
             Some(e.to_string())
@@ -64,8 +64,8 @@ pub(crate) async fn sync_target(
     Ok(())
 }
 
-/// The project's sync lock, held until the returned guard drops; [`SyncError::Busy`] when
-/// another sync holds it.
+/// The project's sync lock (release it when done); [`SyncError::Busy`] when another sync still
+/// holds it after [`lock_wait`](super::SyncOptions::lock_wait).
 async fn lock_project(
     engine: &SyncEngine,
     target: &SyncTarget,
@@ -73,7 +73,7 @@ async fn lock_project(
 ) -> Result<ProjectSyncLock> {
     engine
         .mirror
-        .try_lock_project_sync(project_pk)
+        .lock_project_sync(project_pk, engine.options.lock_wait)
         .await?
         .ok_or_else(|| SyncError::Busy {
             project: format!("{}/{}", target.entity, target.project),
@@ -107,7 +107,6 @@ async fn sync_project(
     tally: &Tally,
     mode: &mut &'static str,
 ) -> Result<()> {
-    let options = &engine.options;
     let started = Utc::now();
     let probe = engine
         .client
@@ -116,14 +115,55 @@ async fn sync_project(
             None,
         )
         .await?;
-    let mut record = ProjectRecord {
+    let record = ProjectRecord {
         entity: target.entity.clone(),
         name: target.project.clone(),
         internal_id: probe.project_internal_id.map(|i| i.to_string()),
         ..ProjectRecord::default()
     };
     let project_pk = engine.mirror.upsert_project(&record).await?;
-    let _lock = lock_project(engine, target, project_pk).await?;
+    let lock = lock_project(engine, target, project_pk).await?;
+    let result = sync_locked_project(
+        engine,
+        target,
+        tally,
+        mode,
+        Probed {
+            started,
+            probe,
+            record,
+            project_pk,
+        },
+    )
+    .await;
+    // Released before the sync returns, so the next one finds it free (see `sync_lock`).
+    lock.release().await;
+    result
+}
+
+/// What [`sync_project`] learned before taking the project's sync lock.
+struct Probed {
+    started: chrono::DateTime<Utc>,
+    probe: client::RunsPage,
+    record: ProjectRecord,
+    project_pk: ProjectPk,
+}
+
+/// [`sync_project`] once the project's sync lock is held.
+async fn sync_locked_project(
+    engine: &SyncEngine,
+    target: &SyncTarget,
+    tally: &Tally,
+    mode: &mut &'static str,
+    probed: Probed,
+) -> Result<()> {
+    let options = &engine.options;
+    let Probed {
+        started,
+        probe,
+        mut record,
+        project_pk,
+    } = probed;
     let mut sync_state = engine.mirror.project_sync_state(project_pk).await?;
     let mut engine_state = ProjectEngineState::from_value(&sync_state.engine_state);
     let first = sync_state.last_metadata_pass_at.is_none();
@@ -360,12 +400,28 @@ async fn sync_one_run(
             ..ProjectRecord::default()
         })
         .await?;
-    let _lock = lock_project(engine, target, project_pk).await?;
+    let lock = lock_project(engine, target, project_pk).await?;
+    let result = sync_locked_run(engine, target, tally, run_id, &run, project_pk, updated_at).await;
+    lock.release().await;
+    result
+}
+
+/// [`sync_one_run`] once the project's sync lock is held.
+async fn sync_locked_run(
+    engine: &SyncEngine,
+    target: &SyncTarget,
+    tally: &Tally,
+    run_id: &str,
+    run: &client::Run,
+    project_pk: ProjectPk,
+    updated_at: bool,
+) -> Result<()> {
+    let options = &engine.options;
     let outcome = engine
         .mirror
-        .upsert_run(project_pk, &run_record(&run))
+        .upsert_run(project_pk, &run_record(run))
         .await?;
-    let sig = RunSig::of(&run);
+    let sig = RunSig::of(run);
     let synced = state::synced_sig(&engine.mirror, outcome.run_pk).await?;
     state::set_listed(&engine.mirror, outcome.run_pk, &sig).await?;
     let plan = Plan::decide(&sig, synced.as_ref(), options.full);
@@ -379,7 +435,7 @@ async fn sync_one_run(
         run_pk: outcome.run_pk,
         run_id: run_id.to_owned(),
         plan,
-        prefetched: Some(RunView::of(&run)),
+        prefetched: Some(RunView::of(run)),
         previous_failures: sync_state.consecutive_errors,
         synced,
     };

@@ -93,7 +93,7 @@ pub(crate) async fn execute(ctx: &JobContext<'_>, job: RunJob) -> Result<()> {
             Tally::add(&ctx.tally.runs_deleted, 1);
             (RunStatus::Deleted, None)
         }
-        Err(e) if e.is_mirror_unavailable() => return Err(e),
+        Err(e) if e.is_fatal() => return Err(e),
         Err(e) => {
             let message = e.to_string();
             tracing::warn!(run = %path, "sync failed: {message}");

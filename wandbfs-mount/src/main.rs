@@ -1,46 +1,66 @@
 //! The `wandbfs` command.
 
-mod db;
-mod export;
-mod sync;
-mod sync_progress;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use wandbfs_mount::cli::{self, Verbosity};
+use wandbfs_mount::{db, export, mount, sync};
 
 /// Weights & Biases data as a filesystem.
 #[derive(Debug, Parser)]
-#[command(name = "wandbfs", version, about)]
+#[command(name = "wandbfs", version, about, after_help = cli::EXIT_STATUS_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    #[command(flatten)]
+    verbosity: Verbosity,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Mount W&B data at a directory (not implemented yet).
-    Mount {
-        /// Where to mount.
-        mountpoint: std::path::PathBuf,
-    },
+    /// Mount W&B data at a directory: runs, files, artifacts and synthetic history files,
+    /// served from the mirror with the live API behind it.
+    Mount(mount::MountArgs),
+    /// Unmount a wandbfs mount (also when its daemon died).
+    Unmount(mount::unmount::UnmountArgs),
     /// Manage the mirror database (the embedded PostgreSQL cluster).
     Db(db::DbArgs),
     /// Copy W&B projects or runs into the mirror database (incremental by default).
+    #[command(after_help = cli::EXIT_STATUS_HELP)]
     Sync(sync::SyncArgs),
     /// Write a mirrored project as parquet or JSON Lines files (from the mirror, no API calls).
     Export(export::ExportArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Mount { mountpoint } => {
-            anyhow::bail!(
-                "mount is not implemented yet (asked for {})",
-                mountpoint.display()
-            )
-        }
-        Command::Db(args) => std::process::exit(db::run(args)?),
-        Command::Sync(args) => std::process::exit(sync::run(args)?),
-        Command::Export(args) => std::process::exit(export::run(args)?),
+    let verbosity = cli.verbosity;
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => cli::report(&error, &verbosity),
     }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let verbosity = cli.verbosity;
+    let code = match cli.command {
+        Command::Mount(args) => mount::run(args, &verbosity)?,
+        Command::Unmount(args) => {
+            verbosity.init_logging();
+            mount::unmount::run(args)?
+        }
+        Command::Db(args) => {
+            verbosity.init_logging();
+            db::run(args)?
+        }
+        Command::Sync(args) => sync::run(args, &verbosity)?,
+        Command::Export(args) => {
+            verbosity.init_logging();
+            export::run(args)?
+        }
+    };
+    Ok(ExitCode::from(
+        u8::try_from(code).unwrap_or(cli::EXIT_ERROR),
+    ))
 }

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use wandbfs::client::{Client, ClientConfig, Environment, Overrides, settings};
+use wandbfs::client::{self, Client, ClientConfig, Environment, Overrides, Settings, settings};
 use wandbfs::mirror::{ConnectOptions, Mirror};
 use wandbfs::sync::{NoProgress, ProgressSink, SyncEngine, SyncOptions, SyncReport, SyncTarget};
 
+use crate::cli::{UserError, Verbosity};
 use crate::db::DatabaseArgs;
 use crate::sync_progress::{BarProgress, LogProgress};
 
@@ -83,10 +84,6 @@ pub struct SyncArgs {
     #[arg(long, value_name = "SECS")]
     interval: Option<u64>,
 
-    /// No progress output.
-    #[arg(long, short)]
-    quiet: bool,
-
     /// Print the summary as JSON on stdout (one object per sync in watch mode).
     #[arg(long)]
     json: bool,
@@ -122,20 +119,20 @@ enum Display {
 }
 
 /// Runs `wandbfs sync`; returns the exit status.
-pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
+pub fn run(args: SyncArgs, verbosity: &Verbosity) -> anyhow::Result<i32> {
     let targets = args
         .targets
         .iter()
         .map(|t| t.parse::<SyncTarget>())
         .collect::<Result<Vec<_>, _>>()?;
-    let display = if args.quiet {
+    let display = if verbosity.quiet {
         Display::Quiet
     } else if std::io::stderr().is_terminal() {
         Display::Bar(Arc::new(BarProgress::new()))
     } else {
         Display::Log
     };
-    init_logging(&display);
+    init_logging(&display, verbosity);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,12 +144,10 @@ pub fn run(args: SyncArgs) -> anyhow::Result<i32> {
     code
 }
 
-fn init_logging(display: &Display) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WANDBFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+fn init_logging(display: &Display, verbosity: &Verbosity) {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+        .with_env_filter(verbosity.filter())
+        .with_target(verbosity.verbose >= 2);
     let _ = match display {
         Display::Bar(bar) => {
             let bar = Arc::clone(bar);
@@ -188,7 +183,8 @@ async fn sync_main(
         }
         None => {}
     }
-    let client = Client::new(settings, config)?;
+    let client = Client::new(settings.clone(), config.clone())?;
+    probe_server(settings, config).await?;
     let target = args.database.target()?;
     let mirror = Mirror::connect(
         &target,
@@ -234,6 +230,32 @@ async fn sync_main(
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = tokio::signal::ctrl_c() => return Ok(worst),
+        }
+    }
+}
+
+/// One request, no retries, before anything else: a server that cannot be reached or refuses
+/// the key fails the command at once with one clear line, instead of after the retry budget of
+/// every project (minutes). Anything else (a 5xx, a 429) is left to the sync's own retries.
+async fn probe_server(settings: Settings, mut config: ClientConfig) -> anyhow::Result<()> {
+    config.retry.max_attempts = 1;
+    let base_url = settings.base_url.to_string();
+    let probe = Client::new(settings, config)?;
+    match probe.viewer().await {
+        Ok(_) => Ok(()),
+        Err(e @ client::Error::Unauthenticated { .. }) => Err(e.into()),
+        Err(client::Error::RetriesExhausted {
+            last,
+            last_status: None,
+            ..
+        }) => Err(UserError::with_hint(
+            format!("cannot reach W&B at {base_url}: {last}"),
+            "check WANDB_BASE_URL (or `wandb login --host`) and the network",
+        )
+        .into()),
+        Err(e) => {
+            tracing::info!("server probe: {e} (the sync retries)");
+            Ok(())
         }
     }
 }

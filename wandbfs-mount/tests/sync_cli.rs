@@ -327,8 +327,8 @@ async fn watch_mode_follows_a_live_run_until_interrupted() {
         }
     });
     let next_report = || {
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("a summary per round")
+        // Ends with an error when wandbfs exits (its stdout closes): no wall-clock bound.
+        rx.recv().expect("a summary per round")
     };
     let first = next_report();
     assert_eq!(first["rows"], 3 * 100 + 10, "{first}");

@@ -124,7 +124,8 @@ impl FileFields {
         if blob.md5_is_cached() {
             return Some(blob.md5_base64());
         }
-        // Hashing a large generated blob takes seconds: keep the async workers free.
+        // Digests are fixed at registration; only a blob restored from an old snapshot without
+        // one is hashed here (up to 64 MiB): keep the async workers free meanwhile.
         Some(tokio::task::block_in_place(|| blob.md5_base64()))
     }
 }
