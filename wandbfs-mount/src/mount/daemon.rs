@@ -27,7 +27,7 @@ impl Readiness {
     /// The mount answers.
     pub fn ready(&mut self) {
         if let Some(mut pipe) = self.pipe.take() {
-            let _ = writeln!(pipe, "ok");
+            let _ = writeln!(pipe, "ok {}", std::process::id());
         }
     }
 
@@ -41,8 +41,8 @@ impl Readiness {
 
 /// What `fork` left us as.
 pub enum Forked {
-    /// The parent: waits for the child's report and exits with the status returned.
-    Parent(i32),
+    /// The parent: the child's report — its pid once ready, or `Err(status)`.
+    Parent(Result<u32, i32>),
     /// The child: mounts and reports.
     Child(Readiness),
 }
@@ -69,18 +69,18 @@ pub fn daemonize(log_file: &Path) -> anyhow::Result<Forked> {
             let reader = std::io::BufReader::new(std::fs::File::from(read_end));
             let first = reader.lines().next().transpose().unwrap_or(None);
             Ok(Forked::Parent(match first.as_deref() {
-                Some("ok") => 0,
+                Some(ok) if ok.starts_with("ok ") => Ok(ok[3..].trim().parse().unwrap_or(0)),
                 Some(error) => {
                     eprintln!("error: {error}");
                     eprintln!("hint: the daemon's log is {}", log_file.display());
-                    1
+                    Err(1)
                 }
                 None => {
                     eprintln!(
                         "error: the mount daemon (pid {child}) exited before the mount was ready"
                     );
                     eprintln!("hint: its log is {}", log_file.display());
-                    1
+                    Err(1)
                 }
             }))
         }

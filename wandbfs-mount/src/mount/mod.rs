@@ -64,16 +64,18 @@ pub fn run(args: MountArgs, verbosity: &Verbosity) -> anyhow::Result<i32> {
             .clone()
             .unwrap_or_else(|| cache_dir.join("mount.log"));
         match daemon::daemonize(&log_file)? {
-            Forked::Parent(code) => {
-                if code == 0 && !verbosity.quiet {
+            Forked::Parent(Ok(pid)) => {
+                if !verbosity.quiet {
                     println!(
-                        "mounted {} (log: {})",
+                        "mounted {} (pid {pid}; log: {}; unmount: wandbfs unmount {})",
                         mountpoint.display(),
-                        log_file.display()
+                        log_file.display(),
+                        mountpoint.display()
                     );
                 }
-                return Ok(code);
+                return Ok(0);
             }
+            Forked::Parent(Err(code)) => return Ok(code),
             Forked::Child(readiness) => readiness,
         }
     };
