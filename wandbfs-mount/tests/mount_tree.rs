@@ -92,7 +92,11 @@ async fn the_mounted_tree_is_the_store_tree() {
         std::fs::read_to_string(run1.join("@summary.json")).unwrap(),
         "an uploaded summary\n"
     );
-    assert!(std::fs::read_to_string(run1.join("summary.json")).unwrap().starts_with('{'));
+    assert!(
+        std::fs::read_to_string(run1.join("summary.json"))
+            .unwrap()
+            .starts_with('{')
+    );
     assert_eq!(
         std::fs::read_to_string(run1.join("media/summary.json")).unwrap(),
         "[1, 2]\n"
@@ -114,7 +118,11 @@ async fn the_mounted_tree_is_the_store_tree() {
             .file_type()
             .is_symlink()
     );
-    sh_ok(&format!("rsync -a {} {}/r", run1.display(), copy.path().display()));
+    sh_ok(&format!(
+        "rsync -a {} {}/r",
+        run1.display(),
+        copy.path().display()
+    ));
     let rsynced = walk(&copy.path().join("r").join(&runs[1].name));
     let listed = walk(&run1);
     assert_eq!(rsynced, listed);
@@ -147,19 +155,36 @@ async fn the_mounted_tree_is_the_store_tree() {
     let found = sh_ok(&format!("find {} -name '*.png' | wc -l", root.display()));
     assert!(found.trim().parse::<u32>().unwrap() >= 4, "{found}");
     let du = sh_ok(&format!("du -sk {}", root.join(&runs[0].name).display()));
-    assert!(du.split_whitespace().next().unwrap().parse::<u64>().unwrap() >= 20 << 10, "{du}");
-    let grep = sh_ok(&format!("grep -rl --include=history.jsonl '\"_step\":2499,' {} | wc -l", root.display()));
+    assert!(
+        du.split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 20 << 10,
+        "{du}"
+    );
+    let grep = sh_ok(&format!(
+        "grep -rl --include=history.jsonl '\"_step\":2499,' {} | wc -l",
+        root.display()
+    ));
     assert_eq!(grep.trim(), "4", "every history.jsonl holds step 2499");
     let attrs = sh_ok(&format!("getfattr -d {}", history.display()));
     assert!(attrs.contains("user.wandb.state="), "{attrs}");
-    assert!(attrs.contains(&format!("user.wandb.run_id=\"{}\"", runs[1].name)), "{attrs}");
+    assert!(
+        attrs.contains(&format!("user.wandb.run_id=\"{}\"", runs[1].name)),
+        "{attrs}"
+    );
     let md5 = sh_ok(&format!(
         "getfattr --only-values -n user.wandb.md5 {}",
         run1.join("output.log").display()
     ));
     assert!(!md5.is_empty());
     // Unknown names: ENODATA at once (and the mount keeps answering xattrs after it).
-    let (code, _, err) = sh(&format!("getfattr -n security.selinux {}", history.display()));
+    let (code, _, err) = sh(&format!(
+        "getfattr -n security.selinux {}",
+        history.display()
+    ));
     assert_ne!(code, 0);
     assert!(err.contains("No such attribute"), "{err}");
     assert!(sh_ok(&format!("getfattr -d {}", history.display())).contains("user.wandb."));

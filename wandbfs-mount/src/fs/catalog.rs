@@ -112,6 +112,8 @@ impl Catalog {
             // hundred MB at most, and idle ones expire with the TTL.
             .max_capacity(100_000)
             .time_to_live(config.metadata_ttl.max(Duration::from_millis(1)))
+            // `invalidate_run` drops every listing below a run.
+            .support_invalidation_closures()
             .build();
         Catalog {
             backend,
@@ -198,9 +200,12 @@ impl Catalog {
         if let Ok(prefix) = layout::run_path(run) {
             let prefix = prefix.as_ref().to_owned();
             let below = format!("{prefix}/");
-            let _ = self
+            if let Err(e) = self
                 .listings
-                .invalidate_entries_if(move |k, _| *k == prefix || k.starts_with(&below));
+                .invalidate_entries_if(move |k, _| *k == prefix || k.starts_with(&below))
+            {
+                tracing::warn!("dropping the cached listings of {run}: {e}");
+            }
         }
     }
 

@@ -150,7 +150,25 @@ impl InodeTable {
             None => false,
         };
         if gone && let Some(slot) = t.by_ino.remove(&ino) {
-            t.by_path.remove(slot.inode.path.as_ref());
+            // Only if the path still names this inode (a rename may have given it another).
+            if t.by_path.get(slot.inode.path.as_ref()) == Some(&ino) {
+                t.by_path.remove(slot.inode.path.as_ref());
+            }
+        }
+    }
+
+    /// The kernel moved `from`'s dentry to `to` (a successful rename): the inode keeps its
+    /// number and now names `to`.
+    pub fn rename(&self, from: &Path, new_parent: u64, to: Path) {
+        let mut t = self.tables();
+        let Some(ino) = t.by_path.remove(from.as_ref()) else {
+            return;
+        };
+        // A kernel reference to an inode already at `to` (replaced by the rename) goes stale.
+        t.by_path.insert(to.as_ref().to_owned(), ino);
+        if let Some(slot) = t.by_ino.get_mut(&ino) {
+            slot.inode.path = to;
+            slot.inode.parent = new_parent;
         }
     }
 

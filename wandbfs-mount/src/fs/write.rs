@@ -380,14 +380,12 @@ impl WandbFs {
             .await
             .map_err(|e| FsError::io(format!("{from} -> {to}: {e}")))?;
         self.catalog.local_dirs().filled(&to);
+        // The kernel moves its dentry (and keeps the inode) once we reply.
+        self.inodes.rename(&from, new_parent, to);
         self.after_run_write(&from_run).await;
         if to_run != from_run {
             self.after_run_write(&to_run).await;
         }
-        self.notices.send(super::refresh::Notice::Entry {
-            parent,
-            name: name.to_owned(),
-        });
         Ok(())
     }
 

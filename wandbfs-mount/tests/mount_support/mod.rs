@@ -169,7 +169,9 @@ impl Drop for Mount {
         }
         let _ = Command::new("umount").arg("-l").arg(&self.path).output();
         if pid_alive(self.pid) {
-            let _ = Command::new("kill").args(["-9", &self.pid.to_string()]).output();
+            let _ = Command::new("kill")
+                .args(["-9", &self.pid.to_string()])
+                .output();
         }
     }
 }
