@@ -327,12 +327,19 @@ impl WandbFs {
                     .await
                     .map_err(|e| FsError::from_store(&e))?
                     .ok_or_else(|| FsError::not_found(&path))?;
-                if object.size != inode.attr.size {
-                    // It changed since the kernel last asked: tell it the new size.
-                    self.notices.attributes(ino);
+                if object.size != inode.attr.size
+                    || Some(&object.e_tag) != inode.attr.e_tag.as_ref()
+                {
+                    // It changed since the kernel last asked: its size and cached pages go.
+                    self.notices.send(refresh::Notice::Data { ino, from: 0 });
                 }
+                let origin = synthetic::Origin {
+                    source: self.catalog.backend().source.clone(),
+                    run,
+                    kind,
+                };
                 Handle::Synthetic(Arc::new(tokio::sync::Mutex::new(SyntheticReader::new(
-                    object, path,
+                    object, origin, path,
                 ))))
             }
             location => {

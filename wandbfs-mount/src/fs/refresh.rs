@@ -153,6 +153,7 @@ impl WandbFs {
     /// After `run` changed: drops the catalog's listings of it and tells the kernel exactly
     /// which of the entries it holds changed.
     pub async fn refresh_run(&self, run: &RunRef) {
+        tracing::debug!(%run, "refreshing after a change");
         self.catalog.invalidate_run(run).await;
         let Ok(run_path) = layout::run_path(run) else {
             return;
@@ -166,7 +167,9 @@ impl WandbFs {
             };
             let name = inode.path.filename().unwrap_or_default().to_owned();
             match self.catalog.lookup(&parent.path, &name).await {
-                Ok(entry) if entry.attr == inode.attr => {}
+                Ok(entry) if entry.attr == inode.attr => {
+                    tracing::trace!(path = %inode.path, size = entry.attr.size, "unchanged");
+                }
                 Ok(entry) => {
                     let notice = match (&inode.attr.kind, &entry.attr.kind) {
                         // Appended (same stream, longer): only the old last page on is stale.
@@ -181,6 +184,7 @@ impl WandbFs {
                         (Kind::File, Kind::File) => Notice::Data { ino, from: 0 },
                         _ => Notice::Attributes(ino),
                     };
+                    tracing::debug!(path = %inode.path, ?notice, "changed");
                     self.inodes.set_attr(ino, entry.attr);
                     self.notices.send(notice);
                 }

@@ -6,13 +6,21 @@
 //! range. Sequential reads are served from pieces of up to [`MAX_PIECE`] bytes (one statement
 //! each), the next piece fetched while the current one is read, so `cat` of a 1-GB history
 //! costs a few hundred statements instead of one per kernel read.
+//!
+//! A run's files change while it runs. A read that reaches past the handle's version (the
+//! kernel learnt a larger size: `tail -f` polls `fstat` and reads the new end through the
+//! handle it opened long ago) asks the source for the current version and continues with it.
 
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use wandbfs::store::source::{SyntheticBody, SyntheticObject};
+use std::sync::Arc;
+
+use wandbfs::store::MetadataSource;
+use wandbfs::store::layout::SyntheticKind;
+use wandbfs::store::source::{RunRef, SyntheticBody, SyntheticObject};
 
 use super::error::{FsError, FsResult};
 
@@ -23,9 +31,20 @@ const MAX_PIECE: u64 = 8 << 20;
 
 type Piece = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
 
+/// Where a handle's file comes from, to ask for its current version.
+pub struct Origin {
+    /// The metadata source.
+    pub source: Arc<dyn MetadataSource>,
+    /// The run.
+    pub run: RunRef,
+    /// Which file.
+    pub kind: SyntheticKind,
+}
+
 /// One open handle's reader of a synthetic file.
 pub struct SyntheticReader {
     object: SyntheticObject,
+    origin: Origin,
     path: String,
     /// The piece being read: its range and bytes.
     current: Option<(Range<u64>, Bytes)>,
@@ -35,10 +54,11 @@ pub struct SyntheticReader {
 }
 
 impl SyntheticReader {
-    /// A reader of `object`.
-    pub fn new(object: SyntheticObject, path: String) -> Self {
+    /// A reader of `object`, which came from `origin`.
+    pub fn new(object: SyntheticObject, origin: Origin, path: String) -> Self {
         SyntheticReader {
             object,
+            origin,
             path,
             current: None,
             next: None,
@@ -93,8 +113,31 @@ impl SyntheticReader {
         }
     }
 
+    /// Switches to the current version when it differs from the handle's.
+    async fn reload(&mut self) -> FsResult<()> {
+        let current = self
+            .origin
+            .source
+            .synthetic(&self.origin.run, self.origin.kind)
+            .await
+            .map_err(|e| FsError::from_store(&e))?;
+        if let Some(current) = current
+            && (current.size != self.object.size || current.e_tag != self.object.e_tag)
+        {
+            tracing::debug!(path = %self.path, from = self.object.size, to = current.size, "newer version");
+            self.object = current;
+            self.current = None;
+            self.next = None;
+        }
+        Ok(())
+    }
+
     /// Up to `size` bytes at `offset` (fewer only at the end).
     pub async fn read(&mut self, offset: u64, size: u32) -> FsResult<Bytes> {
+        if offset + u64::from(size) > self.object.size {
+            // At (or past) the end of the handle's version: a newer one may be longer.
+            self.reload().await?;
+        }
         let end = (offset + u64::from(size)).min(self.object.size);
         if offset >= end {
             return Ok(Bytes::new());

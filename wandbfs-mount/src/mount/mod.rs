@@ -218,8 +218,9 @@ async fn serve(
         mirror.clone(),
         MirrorSourceOptions {
             authoritative: args.offline,
-            // Running runs older than the TTL are refreshed on access (a one-run sync).
-            live_run_max_age: (!args.offline).then_some(metadata_ttl),
+            // Running runs older than the TTL are refreshed on access (a one-run sync) —
+            // unless the background sync keeps them fresh.
+            live_run_max_age: (!args.offline && args.sync.is_none()).then_some(metadata_ttl),
         },
     );
     let (source, live): (Arc<dyn MetadataSource>, Option<Arc<dyn MetadataSource>>) = if args.offline
@@ -523,8 +524,15 @@ async fn background_sync(
         match engine.sync(&targets).await {
             Ok(report) => {
                 for project in &report.projects {
-                    if let Some(error) = &project.error {
-                        tracing::warn!("background sync of {}: {error}", project.project);
+                    match &project.error {
+                        // A first access is syncing one of its runs: next round.
+                        Some(error) if error.contains("another `wandbfs sync`") => {
+                            tracing::debug!("background sync of {}: {error}", project.project)
+                        }
+                        Some(error) => {
+                            tracing::warn!("background sync of {}: {error}", project.project)
+                        }
+                        None => {}
                     }
                 }
                 tracing::debug!(

@@ -49,7 +49,7 @@ impl Env {
             .env("WANDB_BASE_URL", self.emu.base_url())
             .env("WANDB_API_KEY", self.emu.api_key())
             .env("WANDBFS_DATABASE_URL", &self.db_url)
-            .env("WANDBFS_LOG", "wandbfs=debug,wandbfs_mount=debug,info")
+            .env("WANDBFS_LOG", "wandbfs=debug,wandbfs_mount=trace,info")
             .stdin(Stdio::null());
         cmd
     }
