@@ -93,6 +93,8 @@ pub struct Catalog {
     backend: Backend,
     config: CatalogConfig,
     listings: moka::future::Cache<String, Arc<Listing>>,
+    /// Run names W&B said do not exist, for the TTL.
+    missing: moka::future::Cache<String, ()>,
     run_syncs: Mutex<HashMap<RunRef, RunSync>>,
     local_dirs: LocalDirs,
 }
@@ -115,10 +117,15 @@ impl Catalog {
             // `invalidate_run` drops every listing below a run.
             .support_invalidation_closures()
             .build();
+        let missing = moka::future::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(config.metadata_ttl.max(Duration::from_millis(1)))
+            .build();
         Catalog {
             backend,
             config,
             listings,
+            missing,
             run_syncs: Mutex::new(HashMap::new()),
             local_dirs: LocalDirs::default(),
         }
@@ -183,11 +190,43 @@ impl Catalog {
             _ => {}
         }
         let listing = self.list(parent).await?;
-        listing
-            .entries
-            .get(name)
-            .cloned()
-            .ok_or_else(|| FsError::not_found(&child))
+        if let Some(entry) = listing.entries.get(name) {
+            return Ok(entry.clone());
+        }
+        if let Location::Run(run) = Location::parse(&child) {
+            // A run created since the project was last listed (or synced): resolved by name.
+            return self.lookup_new_run(child, &run).await;
+        }
+        Err(FsError::not_found(&child))
+    }
+
+    /// A run its project's listing does not show yet: asked of W&B by name (at most once per
+    /// name and TTL: a shell probing for `.git` costs one request, not one per keystroke),
+    /// and synced into the mirror when it exists.
+    async fn lookup_new_run(&self, path: Path, run: &RunRef) -> FsResult<Entry> {
+        let Some(live) = &self.backend.live else {
+            return Err(FsError::not_found(&path));
+        };
+        let key = path.as_ref().to_owned();
+        if self.missing.contains_key(&key) {
+            return Err(FsError::not_found(&path));
+        }
+        let found = live
+            .synthetic(run, SyntheticKind::Metadata)
+            .await
+            .map_err(|e| FsError::from_store(&e))?;
+        let Some(found) = found else {
+            self.missing.insert(key, ()).await;
+            return Err(FsError::not_found(&path));
+        };
+        self.ensure_run(run).await?;
+        if let Ok(project) = layout::project_path(&run.project_ref()) {
+            self.invalidate(&project).await;
+        }
+        Ok(Entry {
+            path,
+            attr: self.dir_attr(system_time(found.last_modified), true),
+        })
     }
 
     /// Forgets the cached listing of `path` (it changed).

@@ -94,8 +94,10 @@ pub fn state(path: &Path) -> MountState {
     if !is_fuse_mount(path) {
         return MountState::NotMounted;
     }
-    match std::fs::metadata(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => MountState::Dead,
+    // statfs always reaches the daemon (the kernel caches attributes, not filesystem
+    // statistics), so a dead one shows even when the root's attributes are cached.
+    match nix::sys::statfs::statfs(path) {
+        Err(nix::errno::Errno::ENOTCONN) => MountState::Dead,
         _ => MountState::Alive,
     }
 }

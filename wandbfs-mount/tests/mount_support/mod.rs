@@ -66,22 +66,34 @@ impl Env {
 
     /// Mounts with `args` (after the mount point) at a new directory.
     pub fn mount(&self, args: &[&str]) -> Mount {
+        self.mount_with_env(args, &[])
+    }
+
+    /// Mounts with `args` and extra environment variables for the daemon.
+    pub fn mount_with_env(&self, args: &[&str], extra: &[(&str, &str)]) -> Mount {
         let dir = tempfile::tempdir().expect("mount point");
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).unwrap();
-        self.mount_at(dir, path, args)
+        self.mount_at(dir, path, args, extra)
     }
 
     /// Mounts again where `old` was mounted (after unmounting it).
     pub fn remount(&self, old: Mount, args: &[&str]) -> Mount {
         let (dir, path) = old.unmount_keep_dir();
-        self.mount_at(dir, path, args)
+        self.mount_at(dir, path, args, &[])
     }
 
-    fn mount_at(&self, dir: tempfile::TempDir, path: PathBuf, args: &[&str]) -> Mount {
+    fn mount_at(
+        &self,
+        dir: tempfile::TempDir,
+        path: PathBuf,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Mount {
         let log = dir.path().join("mount.log");
         let out = self
             .command()
+            .envs(extra.iter().copied())
             .arg("mount")
             .arg(&path)
             .args(args)
