@@ -402,7 +402,7 @@ mod tests {
         let store = BlobStore::new(None).expect("store");
         let small = store.put_generated(3, HASHED_GENERATED_MAX, b"x".to_vec());
         assert!(small.md5_is_cached(), "hashed at registration");
-        let digest: [u8; 16] = Md5::digest(&small.read_all()).into();
+        let digest: [u8; 16] = Md5::digest(small.read_all()).into();
         assert_eq!(small.md5(), digest, "the real MD5 up to the limit");
         // 1 TiB: hashing it would take minutes, so a digest here proves it was derived.
         let huge = store.put_generated(3, 1 << 40, Vec::new());

@@ -172,8 +172,8 @@ impl InodeTable {
         }
     }
 
-    /// How many inodes the kernel holds (for `statfs`).
-    pub fn len(&self) -> usize {
+    /// How many inodes the kernel holds (for `statfs`; the root always counts).
+    pub fn count(&self) -> usize {
         self.tables().by_ino.len()
     }
 

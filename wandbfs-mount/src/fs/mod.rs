@@ -408,7 +408,7 @@ impl WandbFs {
             blocks,
             bfree: blocks,
             bavail: blocks,
-            files: self.inodes.len() as u64,
+            files: self.inodes.count() as u64,
             ffree: u64::from(u32::MAX),
             bsize: block as u32,
             namelen: 255,
