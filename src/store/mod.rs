@@ -51,7 +51,7 @@ pub use error::StoreError;
 pub use layered::Layered;
 pub use layout::SyntheticKind;
 pub use live::{LiveOptions, LiveSource};
-pub use mirror_source::{MirrorSource, MirrorSourceOptions};
+pub use mirror_source::{MirrorSource, MirrorSourceOptions, RunContents};
 pub use render::RunDetail;
 pub use source::MetadataSource;
 

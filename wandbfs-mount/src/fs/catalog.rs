@@ -52,6 +52,8 @@ pub struct Entry {
 pub struct Listing {
     /// Name → entry.
     pub entries: BTreeMap<String, Entry>,
+    /// Read from the mirror (a sync changes it); otherwise from the API (only the TTL does).
+    pub mirrored: bool,
 }
 
 /// How the catalog behaves.
@@ -234,6 +236,19 @@ impl Catalog {
         self.listings.invalidate(path.as_ref()).await;
     }
 
+    /// Forgets the cached listing of `path` if it came from the mirror (after a sync: a
+    /// listing read from the API is as fresh as before, and reading it again costs requests).
+    pub async fn invalidate_mirrored(&self, path: &Path) {
+        if self
+            .listings
+            .get(path.as_ref())
+            .await
+            .is_some_and(|l| l.mirrored)
+        {
+            self.invalidate(path).await;
+        }
+    }
+
     /// Forgets every cached listing of the run's directory and the folders below it.
     pub async fn invalidate_run(&self, run: &RunRef) {
         if let Ok(prefix) = layout::run_path(run) {
@@ -333,8 +348,7 @@ impl Catalog {
             Location::Entity(entity) => self.list_entity(&entity, &mut listing).await?,
             Location::Project(project) => self.list_project(&project, &mut listing).await?,
             Location::Run(run) | Location::RunFile(run, _) => {
-                self.ensure_run(&run).await?;
-                self.list_store_level(path, &mut listing, true).await?;
+                self.list_run_level(&run, path, &mut listing).await?
             }
             Location::Collection(collection) => {
                 self.list_collection(&collection, &mut listing).await?
@@ -416,13 +430,24 @@ impl Catalog {
     }
 
     async fn list_project(&self, project: &ProjectRef, listing: &mut Listing) -> FsResult<()> {
-        let runs: Vec<_> = self
-            .backend
-            .source
-            .runs(project)
-            .try_collect()
-            .await
-            .map_err(|e: StoreError| FsError::from_store(&e))?;
+        // The mirror's listing when it has one (then the listing follows the syncs), else the
+        // live one.
+        let mirrored: Result<Vec<_>, StoreError> =
+            self.backend.mirror_source.runs(project).try_collect().await;
+        let runs = match mirrored {
+            Ok(runs) => {
+                listing.mirrored = true;
+                runs
+            }
+            Err(e) if e.is_not_covered() => self
+                .backend
+                .source
+                .runs(project)
+                .try_collect()
+                .await
+                .map_err(|e: StoreError| FsError::from_store(&e))?,
+            Err(e) => return Err(FsError::from_store(&e)),
+        };
         for run in runs {
             let run_ref = RunRef::in_project(project, &run.id);
             let mtime = run
@@ -490,6 +515,95 @@ impl Catalog {
         Ok(())
     }
 
+    /// A run directory (or a folder of its files): from the mirror in one go when it holds
+    /// the run; a run it does not hold is synced first; the store's listing (live) is the
+    /// fallback when that fails short of an error.
+    async fn list_run_level(
+        &self,
+        run: &RunRef,
+        path: &Path,
+        listing: &mut Listing,
+    ) -> FsResult<()> {
+        let contents = match self.backend.mirror_source.run_contents(run).await {
+            Err(e) if e.is_not_covered() && self.backend.engine.is_some() => {
+                self.sync_run(run).await?;
+                self.backend.mirror_source.run_contents(run).await
+            }
+            other => other,
+        };
+        let contents = match contents {
+            Ok(Some(contents)) => contents,
+            Ok(None) => return Err(FsError::not_found(path)),
+            Err(e) if e.is_not_covered() => {
+                return self.list_store_level(path, listing, true).await;
+            }
+            Err(e) => return Err(FsError::from_store(&e)),
+        };
+        listing.mirrored = true;
+        let depth = path.parts().count();
+        if depth == 3 {
+            for (kind, object) in &contents.synthetic {
+                if let Ok(p) = layout::synthetic_path(run, *kind) {
+                    let attr = Attr::file(
+                        object.size,
+                        system_time(object.last_modified),
+                        Some(object.e_tag.clone()),
+                    );
+                    listing
+                        .entries
+                        .insert(kind.file_name().to_owned(), Entry { path: p, attr });
+                }
+            }
+        }
+        let prefix: Vec<_> = path.parts().collect();
+        let mut dirs = Vec::new();
+        for file in &contents.files {
+            let file_path = match layout::run_file_path(run, &file.name) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("{e}; it is left out of the listing");
+                    continue;
+                }
+            };
+            let parts: Vec<_> = file_path.parts().collect();
+            if parts.len() <= depth || parts[..depth] != prefix[..] {
+                continue;
+            }
+            let name = parts[depth].as_ref().to_owned();
+            if parts.len() > depth + 1 {
+                dirs.push((name, Path::from_iter(parts[..=depth].iter().cloned())));
+                continue;
+            }
+            let mut attr = Attr::file(
+                file.size,
+                file.last_modified
+                    .map(system_time)
+                    .unwrap_or(self.config.mount_time),
+                file.e_tag.clone(),
+            );
+            attr.writable = self.config.allow_write;
+            listing.entries.insert(
+                name,
+                Entry {
+                    path: file_path,
+                    attr,
+                },
+            );
+        }
+        let mtime = self.config.mount_time;
+        for (name, dir) in dirs {
+            // A directory shadows a file of the same name.
+            listing.entries.insert(
+                name,
+                Entry {
+                    path: dir,
+                    attr: self.dir_attr(mtime, true),
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// One level of the store's tree: files with their metadata, folders as directories.
     async fn list_store_level(
         &self,
@@ -534,19 +648,27 @@ impl Catalog {
     /// Makes sure the mirror covers `run` (its synthetic files and file listing), syncing it
     /// when it does not. Online only; offline, the mirror is all there is.
     pub async fn ensure_run(&self, run: &RunRef) -> FsResult<()> {
-        let Some(engine) = &self.backend.engine else {
+        if self.backend.engine.is_none() {
             return Ok(());
-        };
+        }
         match self
             .backend
             .mirror_source
             .synthetic(run, SyntheticKind::Metadata)
             .await
         {
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_not_covered() => {}
-            Err(e) => return Err(FsError::from_store(&e)),
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_covered() => self.sync_run(run).await,
+            Err(e) => Err(FsError::from_store(&e)),
         }
+    }
+
+    /// Syncs one run into the mirror (one sync per run at a time; a failure is remembered for
+    /// a while, so a broken run does not cost a sync per access).
+    async fn sync_run(&self, run: &RunRef) -> FsResult<()> {
+        let Some(engine) = &self.backend.engine else {
+            return Ok(());
+        };
         let flight = {
             let mut syncs = self.run_syncs.lock().unwrap_or_else(|e| e.into_inner());
             let stale =

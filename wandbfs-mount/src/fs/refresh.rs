@@ -159,7 +159,8 @@ impl WandbFs {
             return;
         };
         if let Ok(project) = layout::project_path(&run.project_ref()) {
-            self.catalog.invalidate(&project).await;
+            // The run's time in its project's listing.
+            self.catalog.invalidate_mirrored(&project).await;
         }
         for (ino, inode) in self.inodes.below(&run_path) {
             let Some(parent) = self.inodes.get(inode.parent) else {
@@ -197,11 +198,12 @@ impl WandbFs {
         }
     }
 
-    /// After a project's listing changed (new or deleted runs): drops the catalog's listing.
-    /// The kernel re-reads directories on every open, so new runs show at the next `ls`.
+    /// After a project was synced (new or deleted runs): drops the catalog's listing of it
+    /// when it came from the mirror. The kernel re-reads directories on every open, so new
+    /// runs show at the next `ls`.
     pub async fn refresh_project(&self, project: &ProjectRef) {
         if let Ok(path) = layout::project_path(project) {
-            self.catalog.invalidate(&path).await;
+            self.catalog.invalidate_mirrored(&path).await;
         }
     }
 

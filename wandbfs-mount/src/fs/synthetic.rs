@@ -3,14 +3,15 @@
 //! A handle keeps the [`SyntheticObject`] it was opened with: its size is what `stat` said,
 //! and every read is a byte range of that version. Small files are rendered in memory;
 //! `history.jsonl` and `system.jsonl` are read from the mirror's pre-rendered chunks by byte
-//! range. Sequential reads are served from pieces of up to [`MAX_PIECE`] bytes (one statement
-//! each), the next piece fetched while the current one is read, so `cat` of a 1-GB history
-//! costs a few hundred statements instead of one per kernel read.
+//! range. Sequential reads are served from pieces of [`PIECE`] bytes (one statement each), up
+//! to [`MAX_DEPTH`] of them in flight ahead of the reader, so `cat` of a 1-GB history costs
+//! a few hundred statements, several at once, instead of one per kernel read.
 //!
 //! A run's files change while it runs. A read that reaches past the handle's version (the
 //! kernel learnt a larger size: `tail -f` polls `fstat` and reads the new end through the
 //! handle it opened long ago) asks the source for the current version and continues with it.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
@@ -24,10 +25,11 @@ use wandbfs::store::source::{RunRef, SyntheticBody, SyntheticObject};
 
 use super::error::{FsError, FsResult};
 
-/// The first piece of a sequential read (256 KiB).
-const FIRST_PIECE: u64 = 256 << 10;
-/// The largest piece (8 MiB).
-const MAX_PIECE: u64 = 8 << 20;
+/// Bytes per piece: one statement each (4 chunks of the mirror's ~128 KiB... per MiB).
+const PIECE: u64 = 2 << 20;
+/// Pieces kept in flight ahead of a sequential reader: statements run in parallel (the
+/// server decompresses chunks on one core per statement), 8 MiB per handle at most.
+const MAX_DEPTH: usize = 4;
 
 type Piece = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
 
@@ -46,11 +48,12 @@ pub struct SyntheticReader {
     object: SyntheticObject,
     origin: Origin,
     path: String,
-    /// The piece being read: its range and bytes.
-    current: Option<(Range<u64>, Bytes)>,
-    /// The next piece, in flight.
-    next: Option<(Range<u64>, Piece)>,
-    piece: u64,
+    /// Consecutive pieces, in flight or read: the window ahead of the reader.
+    pieces: VecDeque<(Range<u64>, Piece)>,
+    /// Pieces kept ahead (grows while reads are sequential).
+    depth: usize,
+    /// Where the next sequential read starts.
+    next_offset: u64,
 }
 
 impl SyntheticReader {
@@ -60,9 +63,9 @@ impl SyntheticReader {
             object,
             origin,
             path,
-            current: None,
-            next: None,
-            piece: FIRST_PIECE,
+            pieces: VecDeque::new(),
+            depth: 0,
+            next_offset: 0,
         }
     }
 
@@ -126,8 +129,7 @@ impl SyntheticReader {
         {
             tracing::debug!(path = %self.path, from = self.object.size, to = current.size, "newer version");
             self.object = current;
-            self.current = None;
-            self.next = None;
+            self.pieces.clear();
         }
         Ok(())
     }
@@ -145,39 +147,53 @@ impl SyntheticReader {
         if let SyntheticBody::Rendered(bytes) = &self.object.body {
             return Ok(bytes.slice(offset as usize..end as usize));
         }
+        let sequential = offset == self.next_offset;
+        self.next_offset = end;
+        // Pieces wholly behind the read are done with; a read outside the window (a seek)
+        // starts a new one.
+        while self.pieces.front().is_some_and(|(r, _)| r.end <= offset) {
+            self.pieces.pop_front();
+        }
+        if self.pieces.front().is_none_or(|(r, _)| r.start > offset) {
+            self.pieces.clear();
+            self.depth = 0;
+        }
+        self.depth = if sequential {
+            (self.depth + 1).min(MAX_DEPTH)
+        } else {
+            0
+        };
+        // Cover the read, then keep `depth` pieces beyond it in flight.
+        let mut covered = self.pieces.back().map_or(offset, |(r, _)| r.end);
+        while covered < end {
+            let next = covered..(covered + PIECE.max(end - covered)).min(self.object.size);
+            covered = next.end;
+            let piece = self.fetch(next.clone());
+            self.pieces.push_back((next, piece));
+        }
+        let needed = self.pieces.iter().filter(|(r, _)| r.start < end).count();
+        while self.pieces.len() < needed + self.depth && covered < self.object.size {
+            let next = covered..(covered + PIECE).min(self.object.size);
+            covered = next.end;
+            let piece = self.fetch(next.clone());
+            self.pieces.push_back((next, piece));
+        }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
-        let mut pos = offset;
-        while pos < end {
-            if let Some((range, bytes)) = &self.current
-                && range.contains(&pos)
-            {
-                let to = end.min(range.end);
-                out.extend_from_slice(
-                    &bytes[(pos - range.start) as usize..(to - range.start) as usize],
-                );
-                pos = to;
-                continue;
+        for (range, piece) in self.pieces.iter() {
+            if range.start >= end {
+                break;
             }
-            // Not in the current piece: the prefetched one, or a fresh one at `pos`.
-            let (range, piece) = match self.next.take() {
-                Some((range, piece)) if range.contains(&pos) => {
-                    self.piece = (self.piece * 2).min(MAX_PIECE);
-                    (range, piece)
-                }
-                _ => {
-                    // A seek (or the start): begin again with a small piece.
-                    self.piece = FIRST_PIECE;
-                    let range = pos..(pos + self.piece.max(end - pos)).min(self.object.size);
-                    (range.clone(), self.fetch(range))
+            let bytes = match piece.clone().await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    // A retry fetches again instead of repeating the error.
+                    self.pieces.clear();
+                    return Err(e);
                 }
             };
-            let bytes = piece.await?;
-            // Read ahead: the piece after this one, while this one is consumed.
-            if range.end < self.object.size {
-                let next = range.end..(range.end + self.piece).min(self.object.size);
-                self.next = Some((next.clone(), self.fetch(next)));
-            }
-            self.current = Some((range, bytes));
+            let from = offset.max(range.start) - range.start;
+            let to = end.min(range.end) - range.start;
+            out.extend_from_slice(&bytes[from as usize..to as usize]);
         }
         Ok(out.freeze())
     }

@@ -1,0 +1,512 @@
+//! The mount against baselines measured in the same run, on one emulator and one Postgres
+//! cluster: every line prints wandbfs, the baseline, and the ratio.
+//!
+//! Run: `cargo bench -p wandbfs-mount --bench mount` (root, /dev/fuse; drops the page cache
+//! between cold measurements). Baselines need the SDK venv (`$WANDBFS_PYTHON`, default
+//! `<repo>/.venv/bin/python`); the `wandbfsspec` baseline needs
+//! `pip install fsspec && pip install --no-deps --ignore-requires-python wandbfsspec==0.2.0`
+//! in it (the line says so when it is missing).
+//!
+//! Environment: `WANDBFS_BENCH_ROWS` (1,000,000 history rows of one run),
+//! `WANDBFS_BENCH_RUNS` (10,000 runs of the listing project), `WANDBFS_BENCH_BIG` (1 GiB: the
+//! run file read cold and warm), `WANDBFS_BENCH_READERS` (8 parallel readers of files that
+//! size).
+//!
+//! 1. `cat history.jsonl` of the long run: mount vs a local copy, cold and warm page cache.
+//! 2. `ls -l` of the many-run project (synced; the daemon's listing cold, then the kernel's
+//!    cache cold): time and W&B requests, vs the SDK's `api.runs()` and `wandbfsspec`'s
+//!    `fs.ls()` over the same emulator.
+//! 3. Cold sequential read of the big run file (empty content cache) vs `curl` of its URL, and
+//!    the requests before the first byte.
+//! 4. Warm read of it (content cache, page cache dropped) vs a local copy (page cache dropped).
+//! 5. `stat` latency of files in the synced project (kernel cache dropped, daemon warm; then
+//!    all warm), p50/p99, vs `stat` of a local file.
+//! 6. Peak RSS of the daemon with N readers streaming big files at once.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use wandb_emulator::{Emulator, EmulatorConfig, SeedSpec};
+use wandbfs::mirror::embedded::TempCluster;
+use wandbfs::mirror::{ConnectOptions, Mirror};
+
+const WANDBFS: &str = env!("CARGO_BIN_EXE_wandbfs");
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("WANDBFS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"))
+}
+
+fn drop_caches() {
+    let _ = Command::new("sync").status();
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let start = Instant::now();
+    let out = f();
+    (start.elapsed(), out)
+}
+
+fn sh(line: &str) -> anyhow::Result<String> {
+    let out = Command::new("bash").args(["-c", line]).output()?;
+    if !out.status.success() {
+        bail!("`{line}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn mib_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / (1 << 20) as f64
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct Bench {
+    emu: Emulator,
+    home: tempfile::TempDir,
+    db_url: String,
+}
+
+impl Bench {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(WANDBFS);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("WANDB_BASE_URL", self.emu.base_url())
+            .env("WANDB_API_KEY", self.emu.api_key())
+            .env("WANDBFS_DATABASE_URL", &self.db_url)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn sync(&self, target: &str) -> anyhow::Result<Duration> {
+        let (took, out) = time(|| {
+            self.command()
+                .args(["sync", target, "--quiet", "--max-rps", "0"])
+                .output()
+        });
+        let out = out?;
+        if !out.status.success() {
+            bail!("sync {target}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(took)
+    }
+
+    /// Mounts at `dir/mnt` with `args`; returns (mount point, daemon pid).
+    fn mount(&self, dir: &Path, args: &[&str]) -> anyhow::Result<(PathBuf, u32)> {
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt)?;
+        let out = self
+            .command()
+            .arg("mount")
+            .arg(&mnt)
+            .args(args)
+            .arg("--log-file")
+            .arg(dir.join("mount.log"))
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!("mount: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let pid = stdout
+            .split("pid ")
+            .nth(1)
+            .and_then(|r| r.split(';').next())
+            .and_then(|p| p.trim().parse().ok())
+            .context("daemon pid")?;
+        Ok((mnt, pid))
+    }
+
+    fn unmount(&self, mnt: &Path, pid: u32) {
+        let _ = Command::new(WANDBFS).arg("unmount").arg(mnt).status();
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.emu.counters().total.requests
+    }
+}
+
+fn line(what: &str, ours: String, baseline: String, ratio: String) {
+    println!("| {what} | {ours} | {baseline} | {ratio} |");
+}
+
+fn main() -> anyhow::Result<()> {
+    let rows = env_u64("WANDBFS_BENCH_ROWS", 1_000_000);
+    let runs = env_u64("WANDBFS_BENCH_RUNS", 10_000);
+    let big = env_u64("WANDBFS_BENCH_BIG", 1 << 30);
+    let readers = env_u64("WANDBFS_BENCH_READERS", 8) as u32;
+    let mut config = EmulatorConfig::default()
+        .seed(
+            SeedSpec::new("alice", "long")
+                .runs(1)
+                .steps(rows)
+                .keys(20)
+                .files(3)
+                .bigfile(big),
+        )
+        .seed(
+            SeedSpec::new("alice", "many")
+                .runs(runs)
+                .steps(10)
+                .keys(5)
+                .files(3)
+                .bigfile(0),
+        );
+    for i in 0..readers {
+        config = config.seed(
+            SeedSpec::new("alice", format!("readers{i}"))
+                .runs(1)
+                .steps(5)
+                .files(1)
+                .bigfile(big)
+                .seed(u64::from(i) + 100),
+        );
+    }
+    let emu = Emulator::start_with(config)?;
+    let cluster = TempCluster::start()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(Mirror::connect_embedded(
+        cluster.cluster(),
+        "bench",
+        &ConnectOptions::default(),
+    ))?;
+    let bench = Bench {
+        db_url: cluster.cluster().connection_string("bench"),
+        emu,
+        home: tempfile::tempdir()?,
+    };
+    let work = tempfile::tempdir_in("/var/tmp")?;
+    println!("setup: syncing 1 run x {rows} rows, {runs} runs, {readers} reader projects");
+    let took = bench.sync("alice/long")?;
+    println!("  alice/long synced in {:.1}s", took.as_secs_f64());
+    let took = bench.sync("alice/many")?;
+    println!("  alice/many synced in {:.1}s", took.as_secs_f64());
+    for i in 0..readers {
+        bench.sync(&format!("alice/readers{i}"))?;
+    }
+    let long_run = bench.emu.runs("alice", "long")[0].name.clone();
+    let (mnt, pid) = bench.mount(
+        &work.path().join("a"),
+        &[
+            "--cache-dir",
+            &work.path().join("cache").display().to_string(),
+        ],
+    )?;
+    println!();
+    println!("| Work | wandbfs | baseline | ratio |");
+    println!("|---|---|---|---|");
+
+    // 1. cat history.jsonl, mount vs local copy.
+    let history = mnt.join(format!("alice/long/{long_run}/history.jsonl"));
+    let local_history = work.path().join("history.jsonl");
+    std::fs::copy(&history, &local_history)?;
+    let bytes = std::fs::metadata(&local_history)?.len();
+    let cat = |p: &Path| sh(&format!("cat {} > /dev/null", p.display()));
+    drop_caches();
+    let (mount_cold, _) = time(|| cat(&history));
+    let (mount_warm, _) = time(|| cat(&history));
+    drop_caches();
+    let (local_cold, _) = time(|| cat(&local_history));
+    let (local_warm, _) = time(|| cat(&local_history));
+    let mb = bytes as f64 / 1e6;
+    line(
+        &format!("`cat history.jsonl` ({rows} rows, {mb:.0} MB), cold"),
+        format!("{:.0} MiB/s", mib_s(bytes, mount_cold)),
+        format!("{:.0} MiB/s (local file)", mib_s(bytes, local_cold)),
+        format!(
+            "{:.0} %",
+            100.0 * local_cold.as_secs_f64() / mount_cold.as_secs_f64()
+        ),
+    );
+    line(
+        "same, warm (page cache)",
+        format!("{:.0} MiB/s", mib_s(bytes, mount_warm)),
+        format!("{:.0} MiB/s (local file)", mib_s(bytes, local_warm)),
+        format!(
+            "{:.0} %",
+            100.0 * local_warm.as_secs_f64() / mount_warm.as_secs_f64()
+        ),
+    );
+
+    // 2. ls -l of the many-run project.
+    let many = mnt.join("alice/many");
+    bench.emu.reset_counters();
+    let (ls_first, _) = time(|| sh(&format!("ls -l {} | wc -l", many.display())));
+    drop_caches();
+    let (ls_cold_kernel, out) = time(|| sh(&format!("ls -l {} | wc -l", many.display())));
+    let listed: u64 = out?.trim().parse().unwrap_or(0);
+    let ls_requests = bench.requests();
+    let sdk = Command::new(python())
+        .args([
+            "-c",
+            "import time, wandb; t=time.time(); n=len(list(wandb.Api(timeout=120).runs('alice/many'))); print(n, time.time()-t)",
+        ])
+        .env("WANDB_BASE_URL", bench.emu.base_url())
+        .env("WANDB_API_KEY", bench.emu.api_key())
+        .env("WANDB_SILENT", "true")
+        .env("HOME", bench.home.path())
+        .output()?;
+    let sdk_out = String::from_utf8_lossy(&sdk.stdout).into_owned();
+    let sdk_secs: f64 = sdk_out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN);
+    line(
+        &format!("`ls -l` of a synced {runs}-run project (daemon cold / kernel cold)"),
+        format!(
+            "{:.0} ms / {:.0} ms, {ls_requests} requests, {} entries",
+            ls_first.as_secs_f64() * 1e3,
+            ls_cold_kernel.as_secs_f64() * 1e3,
+            listed.saturating_sub(1)
+        ),
+        format!("{:.0} ms (SDK `api.runs()`)", sdk_secs * 1e3),
+        format!("{:.0}x", sdk_secs / ls_cold_kernel.as_secs_f64()),
+    );
+    let fsspec = Command::new(python())
+        .args([
+            "-c",
+            "import time; from wandbfsspec.spec import WandbFileSystem; fs=WandbFileSystem(); t=time.time(); n=len(fs.ls('alice/many')); print(n, time.time()-t)",
+        ])
+        .env("WANDB_BASE_URL", bench.emu.base_url())
+        .env("WANDB_API_KEY", bench.emu.api_key())
+        .env("WANDB_SILENT", "true")
+        .env("HOME", bench.home.path())
+        .output()?;
+    let fsspec_out = String::from_utf8_lossy(&fsspec.stdout).into_owned();
+    match fsspec_out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        Some(secs) => line(
+            "same vs wandbfsspec 0.2.0 `fs.ls()`",
+            format!("{:.0} ms", ls_cold_kernel.as_secs_f64() * 1e3),
+            format!("{:.0} ms (wandbfsspec)", secs * 1e3),
+            format!("{:.0}x", secs / ls_cold_kernel.as_secs_f64()),
+        ),
+        None => println!(
+            "| wandbfsspec baseline | — | not installed in {} (pip install fsspec && pip install --no-deps --ignore-requires-python wandbfsspec==0.2.0) | — |",
+            python().display()
+        ),
+    }
+
+    // 3. Cold sequential read of the big file vs curl.
+    let big_path = mnt.join(format!("alice/long/{long_run}/large/blob-1GiB.bin"));
+    let url_json = sh(&format!(
+        "curl -s -u api:{} -H 'content-type: application/json' {}/graphql -d '{{\"query\":\"query {{ project(name: \\\"long\\\", entityName: \\\"alice\\\") {{ run(name: \\\"{long_run}\\\") {{ files(names: [\\\"large/blob-1GiB.bin\\\"]) {{ edges {{ node {{ url }} }} }} }} }} }}\"}}'",
+        bench.emu.api_key(),
+        bench.emu.base_url()
+    ))?;
+    let url = serde_json::from_str::<serde_json::Value>(&url_json)?["data"]["project"]["run"]
+        ["files"]["edges"][0]["node"]["url"]
+        .as_str()
+        .context("file url")?
+        .to_owned();
+    drop_caches();
+    bench.emu.reset_counters();
+    sh(&format!("head -c 1 {} > /dev/null", big_path.display()))?;
+    let first_byte_requests = bench.requests();
+    drop_caches();
+    // Again from an empty content cache: a fresh mount with a fresh cache.
+    bench.unmount(&mnt, pid);
+    let (mnt, pid) = bench.mount(
+        &work.path().join("a"),
+        &[
+            "--cache-dir",
+            &work.path().join("cache2").display().to_string(),
+        ],
+    )?;
+    let big_path = mnt.join(format!("alice/long/{long_run}/large/blob-1GiB.bin"));
+    drop_caches();
+    let dd = |p: &Path| {
+        sh(&format!(
+            "dd if={} of=/dev/null bs=1M status=none",
+            p.display()
+        ))
+    };
+    let (big_cold, r) = time(|| dd(&big_path));
+    r?;
+    let (curl, r) = time(|| {
+        sh(&format!(
+            "curl -s -u api:{} -o /dev/null {url}",
+            bench.emu.api_key()
+        ))
+    });
+    r?;
+    line(
+        &format!("cold sequential read of a {} MiB run file", big >> 20),
+        format!(
+            "{:.0} MiB/s ({first_byte_requests} requests to the first byte)",
+            mib_s(big, big_cold)
+        ),
+        format!("{:.0} MiB/s (`curl` of its URL)", mib_s(big, curl)),
+        format!(
+            "{:.0} %",
+            100.0 * curl.as_secs_f64() / big_cold.as_secs_f64()
+        ),
+    );
+
+    // 4. Warm read (content cache) vs a local file, page cache dropped for both.
+    let local_big = work.path().join("big.bin");
+    std::fs::copy(&big_path, &local_big)?;
+    drop_caches();
+    bench.emu.reset_counters();
+    let (big_warm, r) = time(|| dd(&big_path));
+    r?;
+    let warm_requests = bench.requests();
+    drop_caches();
+    let (local_big_cold, r) = time(|| dd(&local_big));
+    r?;
+    line(
+        "warm read of it (content cache; page cache dropped)",
+        format!(
+            "{:.0} MiB/s, {warm_requests} requests",
+            mib_s(big, big_warm)
+        ),
+        format!(
+            "{:.0} MiB/s (local file, page cache dropped)",
+            mib_s(big, local_big_cold)
+        ),
+        format!(
+            "{:.0} %",
+            100.0 * local_big_cold.as_secs_f64() / big_warm.as_secs_f64()
+        ),
+    );
+    let _ = std::fs::remove_file(&local_big);
+
+    // 5. stat latency.
+    let many = mnt.join("alice/many");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&many)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("history.jsonl"))
+        .collect();
+    files.truncate(2_000);
+    for f in &files {
+        std::fs::metadata(f)?; // the daemon lists each run once
+    }
+    drop_caches();
+    let mut cold: Vec<Duration> = files
+        .iter()
+        .map(|f| time(|| std::fs::metadata(f)).0)
+        .collect();
+    let mut warm: Vec<Duration> = files
+        .iter()
+        .map(|f| time(|| std::fs::metadata(f)).0)
+        .collect();
+    let mut local: Vec<Duration> = (0..files.len())
+        .map(|_| time(|| std::fs::metadata(&local_history)).0)
+        .collect();
+    cold.sort();
+    warm.sort();
+    local.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    line(
+        &format!(
+            "`stat` of {} files in a synced project, p50 / p99 (kernel cache cold)",
+            files.len()
+        ),
+        format!(
+            "{:.0} µs / {:.0} µs",
+            us(percentile(&cold, 0.5)),
+            us(percentile(&cold, 0.99))
+        ),
+        format!(
+            "{:.1} µs / {:.1} µs (local file)",
+            us(percentile(&local, 0.5)),
+            us(percentile(&local, 0.99))
+        ),
+        format!(
+            "{:.0}x slower",
+            us(percentile(&cold, 0.5)) / us(percentile(&local, 0.5))
+        ),
+    );
+    line(
+        "same, kernel cache warm",
+        format!(
+            "{:.1} µs / {:.1} µs",
+            us(percentile(&warm, 0.5)),
+            us(percentile(&warm, 0.99))
+        ),
+        format!("{:.1} µs (local file)", us(percentile(&local, 0.5))),
+        format!(
+            "{:.1}x",
+            us(percentile(&warm, 0.5)) / us(percentile(&local, 0.5))
+        ),
+    );
+
+    // 6. Peak RSS with N readers of big files.
+    bench.unmount(&mnt, pid);
+    let (mnt, pid) = bench.mount(&work.path().join("a"), &["--no-cache"])?;
+    drop_caches();
+    let paths: Vec<PathBuf> = (0..readers)
+        .map(|i| {
+            let run = bench.emu.runs("alice", &format!("readers{i}"))[0]
+                .name
+                .clone();
+            mnt.join(format!("alice/readers{i}/{run}/large/blob-1GiB.bin"))
+        })
+        .collect();
+    let (all, _) = time(|| {
+        let handles: Vec<_> = paths
+            .iter()
+            .map(|p| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let _ = Command::new("dd")
+                        .arg(format!("if={}", p.display()))
+                        .args(["of=/dev/null", "bs=1M", "status=none"])
+                        .status();
+                })
+            })
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
+    });
+    let rss = peak_rss_kib(pid);
+    line(
+        &format!(
+            "peak RSS of the daemon, {readers} readers streaming {} MiB files",
+            big >> 20
+        ),
+        format!(
+            "{} MiB ({:.0} MiB/s in all)",
+            rss >> 10,
+            mib_s(big * u64::from(readers), all)
+        ),
+        "256 MiB (target)".to_owned(),
+        format!("{:.0} %", 100.0 * (rss >> 10) as f64 / 256.0),
+    );
+    bench.unmount(&mnt, pid);
+    Ok(())
+}
