@@ -26,12 +26,24 @@ const BLKSIZE: u32 = 128 << 10;
 pub struct FuseFs {
     fs: Arc<WandbFs>,
     runtime: tokio::runtime::Handle,
+    xattrs: bool,
 }
 
 impl FuseFs {
     /// An adapter running `fs` on `runtime`.
     pub fn new(fs: Arc<WandbFs>, runtime: tokio::runtime::Handle) -> Self {
-        FuseFs { fs, runtime }
+        FuseFs {
+            fs,
+            runtime,
+            xattrs: true,
+        }
+    }
+
+    /// Without extended attributes: `getxattr`/`listxattr` answer `ENOSYS`, which the kernel
+    /// remembers for the whole mount and answers itself from then on (`--no-xattr`).
+    pub fn without_xattrs(mut self) -> Self {
+        self.xattrs = false;
+        self
     }
 
     fn spawn<F>(&self, future: F)
@@ -467,6 +479,9 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         let Some(name) = name.to_str().map(str::to_owned) else {
             return reply.error(Errno::NO_XATTR);
         };
@@ -485,6 +500,9 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         let fs = Arc::clone(&self.fs);
         self.spawn(async move {
             match fs.listxattr(ino.0).await {

@@ -2,6 +2,13 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's allocator: reads hand megabyte buffers from thread to thread,
+/// and glibc's per-thread arenas kept the freed ones (measured: 382 MiB peak RSS for 8 readers
+/// whose live buffers were ~130 MiB; fixing glibc's mmap threshold instead bounded memory but
+/// cost 40 % of the read throughput in page faults).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use wandbfs_mount::cli::{self, Verbosity};
 use wandbfs_mount::{db, export, mount, sync};

@@ -149,7 +149,8 @@ impl RemoteReader {
         if self.window > 0 && last < ahead {
             self.request(last + 1, ahead, true);
         }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        let mut out = BytesMut::new();
+        let mut single = None;
         for index in first..=last {
             let block = match self.inflight.get(&index) {
                 Some(f) => f.block.clone(),
@@ -171,12 +172,19 @@ impl RemoteReader {
             let block_start = index * BLOCK_SIZE;
             let from = offset.max(block_start) - block_start;
             let to = end.min(block_start + bytes.len() as u64) - block_start;
-            out.extend_from_slice(&bytes[from as usize..to as usize]);
+            let part = bytes.slice(from as usize..to as usize);
+            if first == last {
+                // Within one block (the usual 1-MiB-aligned kernel read): no copy.
+                single = Some(part);
+            } else {
+                out.reserve((end - offset) as usize);
+                out.extend_from_slice(&part);
+            }
         }
         // Fully consumed blocks need not be kept (a re-read comes from the page cache).
         let consumed_to = end / BLOCK_SIZE;
         self.inflight.retain(|&index, _| index >= consumed_to);
-        Ok(out.freeze())
+        Ok(single.unwrap_or_else(|| out.freeze()))
     }
 
     /// Puts blocks `first..=last` in flight (those not already), in runs of consecutive
@@ -381,28 +389,50 @@ async fn download(
         }
     };
     let mut stream = stream;
-    let mut buffer = BytesMut::new();
+    // Bytes of the response not yet given to a block.
+    let mut carry = Bytes::new();
     for (index, len, tx) in blocks {
-        while (buffer.len() as u64) < len {
-            match stream.next().await {
-                Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
-                Some(Err(e)) => {
-                    let _ = tx.send(Err(FsError::io(format!(
-                        "{}: download failed: {e}",
-                        file.path
-                    ))));
-                    return;
+        let len = len as usize;
+        // A block that lies within one received chunk is a slice of it (no copy); otherwise it
+        // is assembled into a buffer of exactly its size (one copy, no reallocation).
+        let bytes = if carry.len() >= len {
+            carry.split_to(len)
+        } else {
+            let mut block = BytesMut::with_capacity(len);
+            block.extend_from_slice(&carry);
+            carry = Bytes::new();
+            loop {
+                if block.len() == len {
+                    break block.freeze();
                 }
-                None => {
-                    let _ = tx.send(Err(FsError::io(format!(
-                        "{}: the download ended early (block {index})",
-                        file.path
-                    ))));
-                    return;
+                match stream.next().await {
+                    Some(Ok(mut chunk)) => {
+                        if block.is_empty() && chunk.len() >= len {
+                            // The whole block within one chunk: a slice of it, no copy.
+                            carry = chunk.split_off(len);
+                            break chunk;
+                        }
+                        let take = (len - block.len()).min(chunk.len());
+                        block.extend_from_slice(&chunk[..take]);
+                        carry = chunk.split_off(take);
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(FsError::io(format!(
+                            "{}: download failed: {e}",
+                            file.path
+                        ))));
+                        return;
+                    }
+                    None => {
+                        let _ = tx.send(Err(FsError::io(format!(
+                            "{}: the download ended early (block {index})",
+                            file.path
+                        ))));
+                        return;
+                    }
                 }
             }
-        }
-        let bytes = buffer.split_to(len as usize).freeze();
+        };
         let _ = tx.send(Ok(bytes.clone()));
         if let (Some(cache), Some(key)) = (&ctx.cache, key) {
             let cache = cache.clone();

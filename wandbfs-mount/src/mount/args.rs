@@ -72,6 +72,13 @@ pub struct MountArgs {
     #[arg(long, conflicts_with_all = ["cache_dir"])]
     pub no_cache: bool,
 
+    /// No extended attributes (no `user.wandb.*`). `ls -l` asks every entry for two or three
+    /// attributes (SELinux label, ACLs) and the kernel cannot be told they do not exist
+    /// without turning attributes off for the whole mount: with this flag it is, and `ls -l`
+    /// of a 10,000-run project takes ~0.1 s instead of ~1 s.
+    #[arg(long)]
+    pub no_xattr: bool,
+
     /// Keep projects synced while mounted: the ones named (ENTITY/PROJECT), or without names
     /// the mounted scope's projects that are in the mirror. New steps of running runs show in
     /// `tail -f`, new runs in `ls`. Put it after the mount point.
@@ -117,7 +124,7 @@ pub const DEFAULT_CACHE_SIZE: &str = "10G";
 
 /// Readahead bytes in flight across all open files: **256 MiB** bounds the mount's memory
 /// however many files are read at once (16 MiB per sequential reader at most).
-pub const READ_BUDGET: u64 = 256 << 20;
+pub const READ_BUDGET: u64 = 64 << 20;
 
 /// A size: a number with an optional K/M/G/T suffix (powers of 1024; a trailing `B`/`iB` is
 /// accepted).

@@ -334,7 +334,10 @@ async fn serve(
         config.mount_options.push(fuser::MountOption::AutoUnmount);
     }
     config.n_threads = Some(FUSE_THREADS);
-    let adapter = FuseFs::new(Arc::clone(&fs), tokio::runtime::Handle::current());
+    let mut adapter = FuseFs::new(Arc::clone(&fs), tokio::runtime::Handle::current());
+    if args.no_xattr {
+        adapter = adapter.without_xattrs();
+    }
     let mp = mountpoint.clone();
     let session = tokio::task::spawn_blocking(move || fuser::Session::new(adapter, &mp, &config))
         .await?
