@@ -43,8 +43,12 @@ const FUSE_THREADS: usize = 2;
 
 /// Runs `wandbfs mount`; returns the exit status.
 pub fn run(args: MountArgs, verbosity: &Verbosity) -> anyhow::Result<i32> {
-    let mountpoint = unmount::absolute(&args.mountpoint)
-        .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
+    let mountpoint = unmount::absolute(&args.mountpoint).map_err(|e| {
+        UserError::with_hint(
+            format!("mount point {}: {e}", args.mountpoint.display()),
+            format!("create it first: mkdir -p {}", args.mountpoint.display()),
+        )
+    })?;
     check_mountpoint(&mountpoint)?;
     let scope = parse_scope(args.scope.as_deref())?;
     if let Some(projects) = &args.sync {
