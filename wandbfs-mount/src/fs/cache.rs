@@ -202,7 +202,10 @@ impl ContentCache {
             return None;
         }
         let path = self.block_path(key, index);
-        match read_block(&path, key, index, len) {
+        match read_block(&path, key, index) {
+            // Another length than asked for: not this block (a key holds its size, so only a
+            // caller's mistake gets here); a miss, the block stays.
+            Some(bytes) if bytes.len() as u64 != len => None,
             Some(bytes) => {
                 self.index().touch(id);
                 Some(bytes)
@@ -286,11 +289,13 @@ fn write_block(path: &Path, key: &ObjectKey, index: u64, data: &[u8]) -> std::io
     Ok((HEADER + data.len()) as u64)
 }
 
-fn read_block(path: &Path, key: &ObjectKey, index: u64, len: u64) -> Option<Bytes> {
+/// The block's bytes when the file is intact (its header names `key` and `index`, and the
+/// length and checksum match); `None` when it is damaged or foreign.
+fn read_block(path: &Path, key: &ObjectKey, index: u64) -> Option<Bytes> {
     let mut file = std::fs::File::open(path).ok()?;
-    let mut buf = Vec::with_capacity(HEADER + len as usize);
+    let mut buf = Vec::new();
     file.read_to_end(&mut buf).ok()?;
-    if buf.len() != HEADER + len as usize {
+    if buf.len() < HEADER {
         return None;
     }
     let data = &buf[HEADER..];
