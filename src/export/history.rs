@@ -121,6 +121,16 @@ fn step_of(row: &jiter::JsonValue<'_>) -> Option<i64> {
     }
 }
 
+/// Writes a table with the stream's key columns (`run_id`, `_step` or `_seq`) and no row: the
+/// parquet file of a run without rows yet.
+pub fn write_empty(path: &Path, stream: Stream) -> Result<u64> {
+    let columns = vec![
+        Column::new("run_id", ColKind::Str),
+        Column::new(key_column(stream), ColKind::Int),
+    ];
+    open_sink(Format::Parquet, path, columns)?.finish()
+}
+
 /// Writes one stream of every run as a dataset under `dir/<sub>/`.
 pub async fn write_dataset(
     mirror: &Mirror,

@@ -22,9 +22,9 @@
 
 mod error;
 mod flatten;
-mod history;
+pub(crate) mod history;
 mod table;
-mod tables;
+pub(crate) mod tables;
 
 use std::path::{Path, PathBuf};
 

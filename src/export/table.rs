@@ -147,7 +147,7 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
 }
 
 /// Where rows go.
-pub trait RowSink {
+pub trait RowSink: Send {
     /// Appends a row (one cell per column).
     fn push(&mut self, row: Vec<Cell>) -> Result<()>;
     /// Flushes and closes; returns the rows written.

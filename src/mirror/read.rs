@@ -331,6 +331,32 @@ impl Mirror {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// A text that changes whenever a run of the project is added, removed or refreshed by a
+    /// sync (its count and latest sync, update and heartbeat times): the version of tables
+    /// rendered from the project's runs.
+    pub async fn project_runs_version(&self, project: ProjectPk) -> Result<String> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE deleted), max(last_synced_at)::text,
+                        max(updated_at)::text, max(heartbeat_at)::text,
+                        sum(coalesce(history_line_count, 0))::text
+                 FROM wandb.runs WHERE project_pk = $1",
+                &[&project.0],
+            )
+            .await
+            .db("reading a project's version")?;
+        Ok(format!(
+            "{}:{}:{}:{}:{}:{}",
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, Option<String>>(2).unwrap_or_default(),
+            row.get::<_, Option<String>>(3).unwrap_or_default(),
+            row.get::<_, Option<String>>(4).unwrap_or_default(),
+            row.get::<_, Option<String>>(5).unwrap_or_default()
+        ))
+    }
+
     /// Mirrored runs of a project (deleted ones included, flagged), sorted by run id.
     pub async fn list_runs(&self, project: ProjectPk) -> Result<Vec<RunSummary>> {
         let client = self.client().await?;

@@ -153,6 +153,11 @@ impl StoreError {
         matches!(self, StoreError::NotFound { .. })
     }
 
+    /// Whether this is [`StoreError::NotSupported`] (the source cannot serve this at all).
+    pub fn is_not_supported(&self) -> bool {
+        matches!(self, StoreError::NotSupported { .. })
+    }
+
     /// True for [`StoreError::NotCovered`].
     pub fn is_not_covered(&self) -> bool {
         matches!(self, StoreError::NotCovered { .. })

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 
-use super::layout::SyntheticKind;
+use super::layout::{ProjectTableKind, SyntheticKind};
 use super::source::{
     CollectionRef, FileEntry, FileRef, Invalidation, MetadataSource, ProjectEntry, ProjectRef,
     RunEntry, RunRef, SourceResult, SyntheticObject, VersionEntry, VersionRef,
@@ -94,6 +94,14 @@ impl MetadataSource for Layered {
         kind: SyntheticKind,
     ) -> SourceResult<Option<SyntheticObject>> {
         fall_back!(self.synthetic(run, kind))
+    }
+
+    async fn project_table(
+        &self,
+        project: &ProjectRef,
+        kind: ProjectTableKind,
+    ) -> SourceResult<Option<SyntheticObject>> {
+        fall_back!(self.project_table(project, kind))
     }
 
     fn artifact_types(&self, project: &ProjectRef) -> BoxStream<'static, SourceResult<String>> {

@@ -24,8 +24,12 @@ pub const ESCAPE: char = '@';
 pub enum SyntheticKind {
     /// `history.jsonl`: every history row.
     History,
+    /// `history.parquet`: every history row as a typed table (from the mirror).
+    HistoryParquet,
     /// `system.jsonl`: system-metric rows (W&B "events").
     System,
+    /// `system.parquet`: system-metric rows as a typed table (from the mirror).
+    SystemParquet,
     /// `summary.json`: the run summary.
     Summary,
     /// `config.json`: the user config, values unwrapped.
@@ -36,9 +40,11 @@ pub enum SyntheticKind {
 
 impl SyntheticKind {
     /// Every kind, in listing order.
-    pub const ALL: [SyntheticKind; 5] = [
+    pub const ALL: [SyntheticKind; 7] = [
         SyntheticKind::History,
+        SyntheticKind::HistoryParquet,
         SyntheticKind::System,
+        SyntheticKind::SystemParquet,
         SyntheticKind::Summary,
         SyntheticKind::Config,
         SyntheticKind::Metadata,
@@ -48,7 +54,9 @@ impl SyntheticKind {
     pub fn file_name(self) -> &'static str {
         match self {
             SyntheticKind::History => "history.jsonl",
+            SyntheticKind::HistoryParquet => "history.parquet",
             SyntheticKind::System => "system.jsonl",
+            SyntheticKind::SystemParquet => "system.parquet",
             SyntheticKind::Summary => "summary.json",
             SyntheticKind::Config => "config.json",
             SyntheticKind::Metadata => "metadata.json",
@@ -66,9 +74,64 @@ impl SyntheticKind {
     pub fn content_type(self) -> &'static str {
         match self {
             SyntheticKind::History | SyntheticKind::System => "application/jsonl",
+            SyntheticKind::HistoryParquet | SyntheticKind::SystemParquet => {
+                "application/vnd.apache.parquet"
+            }
             _ => "application/json",
         }
     }
+
+    /// Whether it is a typed table rendered from the mirror (`*.parquet`).
+    pub fn is_table(self) -> bool {
+        matches!(
+            self,
+            SyntheticKind::HistoryParquet | SyntheticKind::SystemParquet
+        )
+    }
+}
+
+/// The tables at the top of every project directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProjectTableKind {
+    /// `runs.parquet`: one row per run, typed `config.*`/`summary.*` columns.
+    RunsParquet,
+    /// `runs.jsonl`: one row per run, `config` and `summary` as objects.
+    RunsJsonl,
+}
+
+impl ProjectTableKind {
+    /// Every kind, in listing order.
+    pub const ALL: [ProjectTableKind; 2] =
+        [ProjectTableKind::RunsParquet, ProjectTableKind::RunsJsonl];
+
+    /// The file name in the project directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            ProjectTableKind::RunsParquet => "runs.parquet",
+            ProjectTableKind::RunsJsonl => "runs.jsonl",
+        }
+    }
+
+    /// The kind whose file is called `name`.
+    pub fn from_file_name(name: &str) -> Option<ProjectTableKind> {
+        ProjectTableKind::ALL
+            .into_iter()
+            .find(|k| k.file_name() == name)
+    }
+
+    /// The MIME type served for this file.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ProjectTableKind::RunsParquet => "application/vnd.apache.parquet",
+            ProjectTableKind::RunsJsonl => "application/jsonl",
+        }
+    }
+}
+
+/// Whether `name` is reserved in a project directory (`artifacts`, the project tables): a run
+/// of that id is reached as `@<id>`.
+pub fn is_reserved_in_project(name: &str) -> bool {
+    name == ARTIFACTS_DIR || ProjectTableKind::from_file_name(name).is_some()
 }
 
 /// What a path names. For `list` the path is read as a directory (`RunFile(run, "media")` lists
@@ -81,6 +144,8 @@ pub enum Location {
     Entity(String),
     /// `<entity>/<project>`: runs and `artifacts`.
     Project(ProjectRef),
+    /// `<entity>/<project>/runs.parquet` (or `runs.jsonl`): the project's runs table.
+    ProjectTable(ProjectRef, ProjectTableKind),
     /// `<entity>/<project>/<run>`: a run directory.
     Run(RunRef),
     /// A synthetic file of a run.
@@ -118,8 +183,13 @@ impl Location {
             return Location::Project(project);
         };
         let rest: Vec<String> = it.collect();
-        match unescape(&third, |s| s == ARTIFACTS_DIR) {
-            Unescaped::Reserved => parse_artifacts(project, rest),
+        match unescape(&third, is_reserved_in_project) {
+            Unescaped::Reserved => match ProjectTableKind::from_file_name(&third) {
+                Some(kind) if rest.is_empty() => Location::ProjectTable(project, kind),
+                // Nothing lies below a table.
+                Some(_) => Location::Nothing,
+                None => parse_artifacts(project, rest),
+            },
             Unescaped::Name(run) => parse_run(RunRef::in_project(&project, run), rest),
             Unescaped::Invalid => Location::Nothing,
         }
@@ -278,11 +348,20 @@ pub fn project_path(project: &ProjectRef) -> Result<Path, Unrepresentable> {
     push(path, "project", &project.project, &project.project)
 }
 
-/// `<entity>/<project>/<run>` (the run id `@`-escaped when it collides with `artifacts`).
+/// `<entity>/<project>/<run>` (the run id `@`-escaped when it collides with a reserved project
+/// entry: `artifacts`, `runs.parquet`, `runs.jsonl`).
 pub fn run_path(run: &RunRef) -> Result<Path, Unrepresentable> {
     let path = project_path(&run.project_ref())?;
-    let segment = escape(&run.run, |s| s == ARTIFACTS_DIR);
+    let segment = escape(&run.run, is_reserved_in_project);
     push(path, "run id", &run.run, &segment)
+}
+
+/// The path of a project table (`<entity>/<project>/runs.parquet`).
+pub fn project_table_path(
+    project: &ProjectRef,
+    kind: ProjectTableKind,
+) -> Result<Path, Unrepresentable> {
+    Ok(project_path(project)?.join(kind.file_name()))
 }
 
 /// The path of a synthetic file.
@@ -507,11 +586,15 @@ mod tests {
         }
         for reserved in [
             "history.jsonl",
+            "history.parquet",
             "system.jsonl",
+            "system.parquet",
             "summary.json",
             "config.json",
             "metadata.json",
             "artifacts",
+            "runs.parquet",
+            "runs.jsonl",
         ] {
             for prefix in ["", "@", "@@", "a/", "@/"] {
                 out.push(format!("{prefix}{reserved}"));
@@ -567,11 +650,27 @@ mod tests {
                 panic!("{id:?} and {other:?} share {path}");
             }
         }
-        // The reserved entry itself is not a run.
+        // The reserved entries themselves are not runs.
         assert_eq!(
             Location::parse(&p("e/p/artifacts")),
             Location::Artifacts(ProjectRef::new("e", "p"))
         );
+        for kind in ProjectTableKind::ALL {
+            let path = project_table_path(&ProjectRef::new("e", "p"), kind).unwrap();
+            assert_eq!(
+                Location::parse(&path),
+                Location::ProjectTable(ProjectRef::new("e", "p"), kind)
+            );
+            // A run of that id is `@`-escaped, and nothing lies below a table.
+            let r = RunRef::new("e", "p", kind.file_name());
+            let escaped = run_path(&r).unwrap();
+            assert_eq!(escaped.as_ref(), format!("e/p/@{}", kind.file_name()));
+            assert_eq!(Location::parse(&escaped), Location::Run(r));
+            assert_eq!(
+                Location::parse(&p(&format!("e/p/{}/x", kind.file_name()))),
+                Location::Nothing
+            );
+        }
     }
 
     /// Every path parses to at most one object, and the object's own path is that path: no

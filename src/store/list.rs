@@ -17,7 +17,7 @@ use object_store::{ListResult, ObjectMeta};
 
 use super::Inner;
 use super::error::StoreError;
-use super::layout::{self, Location, SyntheticKind, Unrepresentable};
+use super::layout::{self, Location, ProjectTableKind, SyntheticKind, Unrepresentable};
 use super::source::{CollectionRef, FileEntry, ProjectRef, RunRef, SourceResult, VersionRef};
 
 type MetaStream = BoxStream<'static, object_store::Result<ObjectMeta>>;
@@ -61,7 +61,9 @@ pub(super) fn list(inner: Arc<Inner>, prefix: Option<&Path>) -> MetaStream {
         Location::Collection(collection) => list_collection(&inner, collection),
         Location::Version(version) => list_version(&inner, version, None),
         Location::ArtifactFile(version, dir) => list_version(&inner, version, Some(dir)),
-        Location::Synthetic(..) | Location::Nothing => stream::empty().boxed(),
+        Location::Synthetic(..) | Location::ProjectTable(..) | Location::Nothing => {
+            stream::empty().boxed()
+        }
     }
 }
 
@@ -83,7 +85,23 @@ fn list_project(inner: &Arc<Inner>, project: ProjectRef) -> MetaStream {
         move |r| list_run(&i, RunRef::in_project(&p, r.id), None),
         project.to_string(),
     );
-    runs.chain(list_artifacts(inner, project)).boxed()
+    let tables = {
+        let i = Arc::clone(inner);
+        let p = project.clone();
+        stream::once(async move {
+            let at = p.to_string();
+            project_tables(&i, &p).await.map_err(|e| e.at(&at))
+        })
+        .map(|r| match r {
+            Ok(metas) => stream::iter(metas.into_iter().map(Ok)).boxed(),
+            Err(e) => stream::iter([Err(e.into())]).boxed(),
+        })
+        .flatten()
+    };
+    tables
+        .chain(runs)
+        .chain(list_artifacts(inner, project))
+        .boxed()
 }
 
 fn file_meta(location: Path, entry: &FileEntry) -> ObjectMeta {
@@ -106,29 +124,62 @@ fn below(name: &str, dir: Option<&str>) -> bool {
     }
 }
 
-/// The metadata of a synthetic file (`None`: the run does not exist).
-async fn synthetic_meta(
-    inner: &Inner,
-    run: &RunRef,
-    kind: SyntheticKind,
-) -> SourceResult<Option<ObjectMeta>> {
-    let Some(object) = inner.source.synthetic(run, kind).await? else {
-        return Ok(None);
+/// What a listing makes of one synthetic file.
+enum Listed {
+    /// Its metadata.
+    Object(ObjectMeta),
+    /// The run does not exist.
+    NoRun,
+    /// The source cannot serve this kind (tables from a live-only store): left out.
+    Unsupported,
+}
+
+/// The metadata of a synthetic file.
+async fn synthetic_meta(inner: &Inner, run: &RunRef, kind: SyntheticKind) -> SourceResult<Listed> {
+    let object = match inner.source.synthetic(run, kind).await {
+        Ok(Some(object)) => object,
+        Ok(None) => return Ok(Listed::NoRun),
+        Err(e) if e.is_not_supported() => return Ok(Listed::Unsupported),
+        Err(e) => return Err(e),
     };
     let location = match layout::synthetic_path(run, kind) {
         Ok(p) => p,
         Err(e) => {
             skip(&e);
-            return Ok(None);
+            return Ok(Listed::Unsupported);
         }
     };
-    Ok(Some(ObjectMeta {
+    Ok(Listed::Object(ObjectMeta {
         location,
         last_modified: object.last_modified,
         size: object.size,
         e_tag: Some(object.e_tag),
         version: None,
     }))
+}
+
+/// The tables of a project that the source renders.
+async fn project_tables(inner: &Inner, project: &ProjectRef) -> SourceResult<Vec<ObjectMeta>> {
+    let mut out = Vec::new();
+    for kind in ProjectTableKind::ALL {
+        let object = match inner.source.project_table(project, kind).await {
+            Ok(Some(object)) => object,
+            Ok(None) => continue,
+            Err(e) if e.is_not_supported() => continue,
+            Err(e) => return Err(e),
+        };
+        match layout::project_table_path(project, kind) {
+            Ok(location) => out.push(ObjectMeta {
+                location,
+                last_modified: object.last_modified,
+                size: object.size,
+                e_tag: Some(object.e_tag),
+                version: None,
+            }),
+            Err(e) => skip(&e),
+        }
+    }
+    Ok(out)
 }
 
 fn list_run(inner: &Arc<Inner>, run: RunRef, dir: Option<String>) -> MetaStream {
@@ -144,9 +195,15 @@ fn list_run(inner: &Arc<Inner>, run: RunRef, dir: Option<String>) -> MetaStream 
                 let (i, r) = (Arc::clone(&i), r.clone());
                 async move { synthetic_meta(&i, &r, kind).await }
             })
-            // A missing run has no synthetic files (and no files): stop at the first `None`.
-            .take_while(|m| future::ready(!matches!(m, Ok(None))))
-            .filter_map(|m| future::ready(m.transpose()))
+            // A missing run has no synthetic files (and no files): stop at the first `NoRun`.
+            .take_while(|m| future::ready(!matches!(m, Ok(Listed::NoRun))))
+            .filter_map(|m| {
+                future::ready(match m {
+                    Ok(Listed::Object(meta)) => Some(Ok(meta)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+            })
             .map_err({
                 let at = at.clone();
                 move |e| e.at(&at).into()
@@ -350,6 +407,11 @@ pub(super) async fn list_with_delimiter(
             if first.is_some() {
                 level.add_prefix(layout::artifacts_path(&project));
             }
+            level.objects.extend(
+                project_tables(inner, &project)
+                    .await
+                    .map_err(|e| e.at(&at))?,
+            );
         }
         Location::Run(run) => {
             if inner.synthetic {
@@ -358,9 +420,10 @@ pub(super) async fn list_with_delimiter(
                         .await
                         .map_err(|e| e.at(&at))?
                     {
-                        Some(meta) => level.objects.push(meta),
+                        Listed::Object(meta) => level.objects.push(meta),
+                        Listed::Unsupported => {}
                         // No such run: an empty listing.
-                        None => return Ok(level.into_result()),
+                        Listed::NoRun => return Ok(level.into_result()),
                     }
                 }
             }
@@ -398,7 +461,7 @@ pub(super) async fn list_with_delimiter(
         Location::ArtifactFile(version, dir) => {
             add_version_files(inner, &version, Some(&dir), &mut level, &at).await?;
         }
-        Location::Synthetic(..) | Location::Nothing => {}
+        Location::Synthetic(..) | Location::ProjectTable(..) | Location::Nothing => {}
     }
     Ok(level.into_result())
 }

@@ -574,6 +574,10 @@ impl MetadataSource for LiveSource {
         run: &RunRef,
         kind: SyntheticKind,
     ) -> SourceResult<Option<SyntheticObject>> {
+        if kind.is_table() {
+            // Rendering a table needs every row at once; the mirror renders it from its copy.
+            return Err(tables_need_the_mirror(run, kind));
+        }
         let Some(detail) = self.run_detail(run).await? else {
             return Ok(None);
         };
@@ -589,6 +593,9 @@ impl MetadataSource for LiveSource {
             }
             SyntheticKind::Metadata => {
                 rendered_object(render::metadata_json(&detail).map_err(invalid)?, &detail)
+            }
+            SyntheticKind::HistoryParquet | SyntheticKind::SystemParquet => {
+                return Err(tables_need_the_mirror(run, kind));
             }
             SyntheticKind::History | SyntheticKind::System => {
                 let key = (run.clone(), kind, ContentVersion::of(&detail));
@@ -750,5 +757,15 @@ impl MetadataSource for LiveSource {
                 self.caches.rendered.invalidate_if(move |(k, _, _)| *k == r);
             }
         }
+    }
+}
+
+/// The live API renders no tables.
+fn tables_need_the_mirror(run: &RunRef, kind: SyntheticKind) -> StoreError {
+    StoreError::NotSupported {
+        path: format!("{run}/{}", kind.file_name()),
+        reason: "tables are rendered from the mirror: sync the run (`wandbfs sync \
+                 entity/project/run_id`) and read it through a mirror-backed store or the mount"
+            .to_owned(),
     }
 }

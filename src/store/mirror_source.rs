@@ -47,13 +47,15 @@ use futures::stream::{self, BoxStream, StreamExt};
 use md5::{Digest as _, Md5};
 
 use super::error::StoreError;
-use super::layout::SyntheticKind;
+use super::layout::{ProjectTableKind, SyntheticKind};
 use super::render::{self, RunDetail};
 use super::source::{
     CollectionRef, FileEntry, FileRef, MetadataSource, ProjectEntry, ProjectRef, RangeRead,
     RunEntry, RunRef, SourceResult, SyntheticBody, SyntheticObject, VersionEntry, VersionRef,
 };
+use super::tables::TableCache;
 use crate::client::FileLocation;
+use crate::export::Format;
 use crate::mirror::{
     ArtifactVersionSummary, Mirror, MirrorError, ProjectPk, RunMetadata, RunPk, RunSyncState,
     Stream,
@@ -76,6 +78,7 @@ pub struct MirrorSourceOptions {
 pub struct MirrorSource {
     mirror: Mirror,
     options: MirrorSourceOptions,
+    tables: TableCache,
 }
 
 impl std::fmt::Debug for MirrorSource {
@@ -94,7 +97,18 @@ impl MirrorSource {
 
     /// A source with explicit options.
     pub fn with_options(mirror: Mirror, options: MirrorSourceOptions) -> Self {
-        MirrorSource { mirror, options }
+        MirrorSource {
+            mirror,
+            options,
+            tables: TableCache::new(TableCache::default_dir()),
+        }
+    }
+
+    /// Renders the tables (`history.parquet`, `runs.parquet`, …) into `tables` instead of
+    /// [`TableCache::default_dir`].
+    pub fn with_tables(mut self, tables: TableCache) -> Self {
+        self.tables = tables;
+        self
     }
 
     fn not_covered(what: impl std::fmt::Display) -> StoreError {
@@ -267,7 +281,7 @@ impl MirrorSource {
         ))
     }
     /// A synthetic file of a mirrored run whose record and sync state are at hand.
-    fn synthetic_of(
+    async fn synthetic_of(
         &self,
         run: &RunRef,
         meta: &RunMetadata,
@@ -288,6 +302,16 @@ impl MirrorSource {
             message: e.to_string(),
         };
         Ok(match kind {
+            SyntheticKind::HistoryParquet | SyntheticKind::SystemParquet => {
+                let stream = match kind {
+                    SyntheticKind::HistoryParquet => Stream::History,
+                    _ => Stream::System,
+                };
+                self.tables
+                    .run_table(&self.mirror, meta, state, stream)
+                    .await?
+                    .object(last_modified)?
+            }
             SyntheticKind::Summary => rendered(render::summary_json(&detail)),
             SyntheticKind::Config => rendered(render::config_json(&detail).map_err(invalid)?),
             SyntheticKind::Metadata => rendered(render::metadata_json(&detail).map_err(invalid)?),
@@ -335,7 +359,7 @@ impl MirrorSource {
         }
         let mut synthetic = Vec::with_capacity(SyntheticKind::ALL.len());
         for kind in SyntheticKind::ALL {
-            synthetic.push((kind, self.synthetic_of(run, &meta, &state, kind)?));
+            synthetic.push((kind, self.synthetic_of(run, &meta, &state, kind).await?));
         }
         let files = self
             .mirror
@@ -563,7 +587,26 @@ impl MetadataSource for MirrorSource {
         if !self.synthetic_is_current(&meta, &state) {
             return Err(Self::not_covered(format!("{run}/{}", kind.file_name())));
         }
-        self.synthetic_of(run, &meta, &state, kind).map(Some)
+        self.synthetic_of(run, &meta, &state, kind).await.map(Some)
+    }
+
+    async fn project_table(
+        &self,
+        project: &ProjectRef,
+        kind: ProjectTableKind,
+    ) -> SourceResult<Option<SyntheticObject>> {
+        let Some(pk) = self.listed_project(project).await? else {
+            return Ok(None);
+        };
+        let format = match kind {
+            ProjectTableKind::RunsParquet => Format::Parquet,
+            ProjectTableKind::RunsJsonl => Format::Jsonl,
+        };
+        let table = self
+            .tables
+            .project_table(&self.mirror, &project.to_string(), pk, format)
+            .await?;
+        table.object(table.rendered_at).map(Some)
     }
 
     fn artifact_types(&self, project: &ProjectRef) -> BoxStream<'static, SourceResult<String>> {

@@ -29,6 +29,7 @@ pub mod mirror_source;
 mod read;
 pub mod render;
 pub mod source;
+pub mod tables;
 mod write;
 
 use std::ops::Range;
@@ -49,7 +50,7 @@ use crate::client::Client;
 
 pub use error::StoreError;
 pub use layered::Layered;
-pub use layout::SyntheticKind;
+pub use layout::{ProjectTableKind, SyntheticKind};
 pub use live::{LiveOptions, LiveSource};
 pub use mirror_source::{MirrorSource, MirrorSourceOptions, RunContents};
 pub use render::RunDetail;

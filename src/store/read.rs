@@ -23,7 +23,7 @@ use object_store::{
 use super::Inner;
 use super::error::StoreError;
 use super::layout::{Location, SyntheticKind};
-use super::source::{FileEntry, FileRef, RunRef, SyntheticBody};
+use super::source::{FileEntry, FileRef, RunRef, SyntheticBody, SyntheticObject};
 use crate::client;
 
 pub(super) async fn get(
@@ -45,6 +45,16 @@ pub(super) async fn get(
     match Location::parse(location) {
         Location::Synthetic(run, kind) if inner.synthetic => {
             get_synthetic(inner, location, &run, kind, options).await
+        }
+        Location::ProjectTable(project, kind) if inner.synthetic => {
+            let path = location.as_ref();
+            let object = inner
+                .source
+                .project_table(&project, kind)
+                .await
+                .map_err(|e| e.at(path))?
+                .ok_or_else(|| StoreError::not_found(path, format!("project {project}")))?;
+            serve_synthetic(location, object, kind.content_type(), options).await
         }
         parsed => match parsed.file_ref() {
             Some(file) => get_file(inner, location, &file, options).await,
@@ -110,6 +120,17 @@ async fn get_synthetic(
         .await
         .map_err(|e| e.at(path))?
         .ok_or_else(|| StoreError::not_found(path, format!("run {run}")))?;
+    serve_synthetic(location, object, kind.content_type(), options).await
+}
+
+/// A synthetic object's metadata and (range of) bytes.
+async fn serve_synthetic(
+    location: &Path,
+    object: SyntheticObject,
+    content_type: &str,
+    options: GetOptions,
+) -> object_store::Result<GetResult> {
+    let path = location.as_ref();
     let meta = ObjectMeta {
         location: location.clone(),
         last_modified: object.last_modified,
@@ -119,7 +140,7 @@ async fn get_synthetic(
     };
     options.check_preconditions(&meta)?;
     let range = resolve_range(path, options.range.as_ref(), meta.size)?;
-    let attributes = attributes(Some(kind.content_type()));
+    let attributes = attributes(Some(content_type));
     if options.head || range.is_empty() {
         return Ok(result(meta, range, empty_body(), attributes));
     }

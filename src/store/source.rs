@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 use super::error::StoreError;
-use super::layout::SyntheticKind;
+use super::layout::{ProjectTableKind, SyntheticKind};
 use crate::client::FileLocation;
 
 /// Result of a source call.
@@ -327,6 +327,21 @@ pub trait MetadataSource: Send + Sync + Debug + 'static {
             FileRef::Run(run, name) => self.run_file(run, name).await,
             FileRef::Artifact(version, name) => self.artifact_file(version, name).await,
         }
+    }
+
+    /// A table of a project (`runs.parquet`, `runs.jsonl`), rendered from the mirror; `None`
+    /// when the project does not exist. Sources that cannot render tables (the live API)
+    /// answer [`StoreError::NotSupported`].
+    async fn project_table(
+        &self,
+        project: &ProjectRef,
+        kind: ProjectTableKind,
+    ) -> SourceResult<Option<SyntheticObject>> {
+        Err(StoreError::NotSupported {
+            path: format!("{project}/{}", kind.file_name()),
+            reason: "tables are rendered from the mirror: sync the project (`wandbfs sync                      entity/project`) and read it through a mirror-backed store or the mount"
+                .to_owned(),
+        })
     }
 
     /// Drops cached state after a write. Sources without caches ignore it.

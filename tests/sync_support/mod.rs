@@ -6,6 +6,7 @@
 
 mod truth;
 
+#[allow(unused_imports)] // Not every test binary checks the mirror against the emulator.
 pub use truth::*;
 
 use std::path::PathBuf;

@@ -11,26 +11,11 @@ use std::time::Duration;
 use mount_support::*;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use secrecy::SecretString;
 use wandb_emulator::{EmulatorConfig, RunKey, SeedSpec};
-use wandbfs::client::{Client, ClientConfig, Environment, Overrides, settings};
-use wandbfs::store::WandbStore;
 
 /// A watchdog for steps that wait for an event: generous, so that a slow machine never fails
 /// a test that works; it only turns a broken feature into a failure instead of a hang.
 const WATCHDOG: Duration = Duration::from_secs(300);
-
-fn live_store(env: &Env) -> WandbStore {
-    let overrides = Overrides {
-        base_url: Some(env.emu.base_url().to_owned()),
-        api_key: Some(SecretString::from(env.emu.api_key())),
-        ..Overrides::default()
-    };
-    let settings = settings::resolve(&overrides, &Environment::isolated()).unwrap();
-    let mut config = ClientConfig::default();
-    config.rate.requests_per_second = 0.0;
-    WandbStore::new(Client::new(settings, config).unwrap())
-}
 
 fn spec() -> SeedSpec {
     SeedSpec::new("alice", "live")
@@ -213,8 +198,13 @@ async fn scoped_mounts_and_offline_mounts() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 10, "{names:?}");
+    assert_eq!(
+        names.len(),
+        12,
+        "10 runs, runs.parquet, runs.jsonl: {names:?}"
+    );
     assert!(names.contains(&run.name));
+    assert!(names.iter().any(|n| n == "runs.parquet"));
     mount.unmount();
 
     // A run at the mount's root.
@@ -255,5 +245,100 @@ async fn scoped_mounts_and_offline_mounts() {
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
     assert!(mount.log_text().contains("offline"), "{}", mount.log_text());
     assert_eq!(env.emu.counters().total.requests, 0);
+    mount.unmount();
+}
+
+/// Rows of a parquet file, from its footer (`None`: not a whole parquet file).
+fn parquet_rows(bytes: Vec<u8>) -> Option<i64> {
+    use parquet::file::reader::FileReader as _;
+    let reader =
+        parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(bytes))
+            .ok()?;
+    Some(reader.metadata().file_metadata().num_rows())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_stay_exact_across_a_sync_that_appends_rows() {
+    let env = Env::new(EmulatorConfig::default().seed(spec())).await;
+    let runs = env.emu.runs("alice", "live");
+    let running = runs
+        .iter()
+        .find(|r| env.emu.run_info(r).unwrap().state == "running")
+        .expect("a running run")
+        .clone();
+    env.sync("alice/live");
+    let mount = env.mount(&["--sync", "alice/live", "--sync-interval", "0.5"]);
+    let run_dir = mount.join(&format!("alice/live/{}", running.name));
+    let project_dir = mount.join("alice/live");
+    let tables = [
+        run_dir.join("history.parquet"),
+        run_dir.join("system.parquet"),
+        project_dir.join("runs.parquet"),
+        project_dir.join("runs.jsonl"),
+    ];
+    // stat size = bytes read, twice (stable while nothing changes).
+    let exact = |path: &std::path::Path| {
+        let size = std::fs::metadata(path).unwrap().len();
+        let bytes = std::fs::read(path).unwrap();
+        assert_eq!(size, bytes.len() as u64, "stat size of {}", path.display());
+        bytes
+    };
+    let before: Vec<Vec<u8>> = tables.iter().map(|p| exact(p)).collect();
+    for (path, bytes) in tables.iter().zip(&before) {
+        assert_eq!(
+            &exact(path),
+            bytes,
+            "{} changed with no sync",
+            path.display()
+        );
+    }
+    let rows_before = parquet_rows(before[0].clone()).expect("history.parquet");
+    let lines = sh_ok(&format!(
+        "wc -l < {}",
+        run_dir.join("history.jsonl").display()
+    ));
+    assert_eq!(lines.trim().parse::<i64>().unwrap(), rows_before);
+
+    // Rows appended upstream; the mount's sync picks them up (the event: history.jsonl grows).
+    let last = env.emu.run_info(&running).unwrap().last_step.unwrap();
+    env.emu
+        .append_history(&running, &rows(last + 1, 25))
+        .unwrap();
+    let history = run_dir.join("history.jsonl");
+    let started = std::time::Instant::now();
+    loop {
+        let lines = sh_ok(&format!("wc -l < {}", history.display()));
+        if lines.trim().parse::<i64>().unwrap() == rows_before + 25 {
+            break;
+        }
+        assert!(started.elapsed() < WATCHDOG, "{}", mount.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The tables follow (the kernel is told right after history.jsonl's notice; the event is
+    // the new version showing), then are exact and stable again.
+    let converged = |path: &std::path::Path, done: &dyn Fn(&[u8]) -> bool| loop {
+        let size = std::fs::metadata(path).unwrap().len();
+        let bytes = std::fs::read(path).unwrap();
+        if size == bytes.len() as u64 && done(&bytes) {
+            break;
+        }
+        assert!(started.elapsed() < WATCHDOG, "{}", mount.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    converged(&tables[0], &|b| {
+        parquet_rows(b.to_vec()) == Some(rows_before + 25)
+    });
+    converged(&tables[2], &|b| b != before[2].as_slice());
+    let after: Vec<Vec<u8>> = tables.iter().map(|p| exact(p)).collect();
+    assert_eq!(parquet_rows(after[0].clone()), Some(rows_before + 25));
+    assert_eq!(parquet_rows(after[2].clone()), Some(runs.len() as i64));
+    for (path, bytes) in tables.iter().zip(&after) {
+        assert_eq!(
+            &exact(path),
+            bytes,
+            "{} changed with no sync",
+            path.display()
+        );
+    }
     mount.unmount();
 }

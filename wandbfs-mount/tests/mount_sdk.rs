@@ -226,3 +226,67 @@ print("notes", repr(open("dl/notes.txt").read()))
     assert!(names.contains("renamed.txt"), "{names}");
     mount.unmount();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_tables_equal_the_sdk_through_the_mount_and_the_store() {
+    use object_store::ObjectStoreExt as _;
+
+    let env = Env::new(EmulatorConfig::default()).await;
+    let sandbox = tempfile::tempdir().unwrap();
+    let manifest = write_runs(&env, sandbox.path());
+    let entity = manifest["entity"].as_str().unwrap().to_owned();
+    let project = format!("{entity}/{PROJECT}");
+    env.sync(&project);
+    let mount = env.mount(&[]);
+    let project_dir = mount.join(&project);
+
+    // Every table: stat size = bytes read, and the same file through WandbStore over the
+    // mirror (its own table cache), which a local copy keeps for the second reading below.
+    let mut tables = vec!["runs.parquet".to_owned(), "runs.jsonl".to_owned()];
+    for key in ["awkward", "failed", "clean"] {
+        let run = manifest[key].as_str().unwrap();
+        tables.push(format!("{run}/history.parquet"));
+        tables.push(format!("{run}/system.parquet"));
+    }
+    let table_cache = tempfile::tempdir().unwrap();
+    let store = mirror_store(&env, table_cache.path());
+    let copy = tempfile::tempdir().unwrap();
+    for rel in &tables {
+        let path = project_dir.join(rel);
+        let size = std::fs::metadata(&path).unwrap().len();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(size, bytes.len() as u64, "stat size of {rel}");
+        assert!(size > 0, "{rel}");
+        let location = object_store::path::Path::parse(format!("{project}/{rel}")).unwrap();
+        let stored = store.get(&location).await.unwrap().bytes().await.unwrap();
+        assert_eq!(
+            stored.as_ref(),
+            &bytes[..],
+            "{rel}: the store's bytes are the mount's"
+        );
+        let local = copy.path().join(rel);
+        std::fs::create_dir_all(local.parent().unwrap()).unwrap();
+        std::fs::write(local, &stored).unwrap();
+    }
+    // The listing shows them with the same sizes.
+    let ls = sh_ok(&format!("ls {}", project_dir.display()));
+    assert!(ls.lines().any(|l| l == "runs.parquet"), "{ls}");
+
+    // pandas, polars, pyarrow and DuckDB, through the mount and through the store's copy.
+    for dir in [project_dir.as_path(), copy.path()] {
+        let out = run_python(
+            &env,
+            sandbox.path(),
+            &[
+                script("read_tables.py").to_str().unwrap(),
+                dir.to_str().unwrap(),
+                sandbox.path().join("manifest.json").to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(out.contains("all ok"), "{out}");
+        assert!(out.contains("ok duckdb glob: rows per run"), "{out}");
+        assert!(out.contains("ok awkward: polars NaN native"), "{out}");
+    }
+    mount.unmount();
+}

@@ -12,22 +12,7 @@ use futures::TryStreamExt;
 use mount_support::*;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use secrecy::SecretString;
 use wandb_emulator::{EmulatorConfig, SeedSpec};
-use wandbfs::client::{Client, ClientConfig, Environment, Overrides, settings};
-use wandbfs::store::WandbStore;
-
-fn live_store(env: &Env) -> WandbStore {
-    let overrides = Overrides {
-        base_url: Some(env.emu.base_url().to_owned()),
-        api_key: Some(SecretString::from(env.emu.api_key())),
-        ..Overrides::default()
-    };
-    let settings = settings::resolve(&overrides, &Environment::isolated()).unwrap();
-    let mut config = ClientConfig::default();
-    config.rate.requests_per_second = 0.0;
-    WandbStore::new(Client::new(settings, config).unwrap())
-}
 
 fn spec() -> SeedSpec {
     SeedSpec::new("alice", "proj")
@@ -53,7 +38,7 @@ async fn the_mounted_tree_is_the_store_tree() {
         .unwrap();
     env.sync("alice/proj");
 
-    // The oracle: the store's tree over the live API.
+    // The oracle: the store's tree over the live API, plus the tables only the mirror renders.
     let store = live_store(&env);
     let objects: Vec<_> = store
         .list(Some(&Path::parse("alice/proj").unwrap()))
@@ -66,6 +51,15 @@ async fn the_mounted_tree_is_the_store_tree() {
         let bytes = store.get(&o.location).await.unwrap().bytes().await.unwrap();
         assert_eq!(bytes.len() as u64, o.size);
         truth.insert(o.location.to_string(), md5_hex(&bytes));
+    }
+    let tables = table_objects(&env, "alice/proj").await;
+    assert_eq!(
+        tables.len(),
+        2 + 2 * runs.len(),
+        "runs.* and each run's two tables"
+    );
+    for (location, bytes) in tables {
+        truth.insert(location, md5_hex(&bytes));
     }
 
     let mount = env.mount(&[]);

@@ -29,7 +29,7 @@ use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path;
 use wandbfs::mirror::Mirror;
-use wandbfs::store::layout::{self, Location, SyntheticKind};
+use wandbfs::store::layout::{self, Location, ProjectTableKind, SyntheticKind};
 use wandbfs::store::source::{CollectionRef, ProjectRef, RunRef, VersionRef};
 use wandbfs::store::{MetadataSource, MirrorSource, StoreError, WandbStore};
 use wandbfs::sync::{SyncEngine, SyncTarget};
@@ -359,7 +359,9 @@ impl Catalog {
             | Location::ArtifactFile(..) => {
                 self.list_store_level(path, &mut listing, false).await?
             }
-            Location::Synthetic(..) => return Err(FsError::not_dir(path)),
+            Location::Synthetic(..) | Location::ProjectTable(..) => {
+                return Err(FsError::not_dir(path));
+            }
             Location::Nothing => return Err(FsError::not_found(path)),
         }
         for (name, dir) in self.local_dirs.in_dir(path) {
@@ -470,6 +472,34 @@ impl Catalog {
             && let Ok(path) = layout::artifacts_path(project)
         {
             self.add_dir(listing, path, self.config.mount_time, false);
+        }
+        if listing.mirrored {
+            // The project's tables, rendered from the mirror (exact sizes).
+            for kind in ProjectTableKind::ALL {
+                let object = match self
+                    .backend
+                    .mirror_source
+                    .project_table(project, kind)
+                    .await
+                {
+                    Ok(Some(object)) => object,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!("{project}/{}: {e}", kind.file_name());
+                        continue;
+                    }
+                };
+                if let Ok(path) = layout::project_table_path(project, kind) {
+                    let attr = Attr::file(
+                        object.size,
+                        system_time(object.last_modified),
+                        Some(object.e_tag),
+                    );
+                    listing
+                        .entries
+                        .insert(kind.file_name().to_owned(), Entry { path, attr });
+                }
+            }
         }
         Ok(())
     }

@@ -316,16 +316,23 @@ impl WandbFs {
             Kind::File => {}
         }
         let path = inode.path.as_ref().to_owned();
-        let handle = match Location::parse(&inode.path) {
+        let source = self.catalog.backend().source.clone();
+        let origin = match Location::parse(&inode.path) {
             Location::Synthetic(run, kind) => {
                 self.catalog.ensure_run(&run).await?;
-                let object = self
-                    .catalog
-                    .backend()
-                    .source
-                    .synthetic(&run, kind)
-                    .await
-                    .map_err(|e| FsError::from_store(&e))?
+                Some(synthetic::OriginFile::Run(run, kind))
+            }
+            Location::ProjectTable(project, kind) => {
+                Some(synthetic::OriginFile::Project(project, kind))
+            }
+            _ => None,
+        };
+        let handle = match origin {
+            Some(file) => {
+                let origin = synthetic::Origin { source, file };
+                let object = origin
+                    .current()
+                    .await?
                     .ok_or_else(|| FsError::not_found(&path))?;
                 if object.size != inode.attr.size
                     || Some(&object.e_tag) != inode.attr.e_tag.as_ref()
@@ -333,17 +340,12 @@ impl WandbFs {
                     // It changed since the kernel last asked: its size and cached pages go.
                     self.notices.send(refresh::Notice::Data { ino, from: 0 });
                 }
-                let origin = synthetic::Origin {
-                    source: self.catalog.backend().source.clone(),
-                    run,
-                    kind,
-                };
                 Handle::Synthetic(Arc::new(tokio::sync::Mutex::new(SyntheticReader::new(
                     object, origin, path,
                 ))))
             }
-            location => {
-                let file = location
+            None => {
+                let file = Location::parse(&inode.path)
                     .file_ref()
                     .ok_or_else(|| FsError::not_found(&path))?;
                 Handle::Remote(Arc::new(tokio::sync::Mutex::new(RemoteReader::new(

@@ -13,7 +13,7 @@
 
 use std::sync::mpsc;
 
-use wandbfs::store::layout::{self, SyntheticKind};
+use wandbfs::store::layout::{self, ProjectTableKind, SyntheticKind};
 use wandbfs::store::source::{ProjectRef, RunRef};
 use wandbfs::sync::{ProgressEvent, ProgressSink, RunStatus};
 
@@ -159,14 +159,22 @@ impl WandbFs {
             return;
         };
         if let Ok(project) = layout::project_path(&run.project_ref()) {
-            // The run's time in its project's listing.
+            // The run's time in its project's listing, and its row in the project's tables.
             self.catalog.invalidate_mirrored(&project).await;
+            self.forget_project_tables(&run.project_ref());
         }
         for (ino, inode) in self.inodes.below(&run_path) {
             let Some(parent) = self.inodes.get(inode.parent) else {
                 continue;
             };
             let name = inode.path.filename().unwrap_or_default().to_owned();
+            if is_table(&inode.path) {
+                // A table is rendered when asked for, not at every sync of a live run: the
+                // kernel forgets its attributes and pages, and the next stat or open renders.
+                tracing::debug!(path = %inode.path, "table changed");
+                self.notices.send(Notice::Data { ino, from: 0 });
+                continue;
+            }
             match self.catalog.lookup(&parent.path, &name).await {
                 Ok(entry) if entry.attr == inode.attr => {
                     tracing::trace!(path = %inode.path, size = entry.attr.size, "unchanged");
@@ -202,9 +210,11 @@ impl WandbFs {
     /// when it came from the mirror. The kernel re-reads directories on every open, so new
     /// runs show at the next `ls`.
     pub async fn refresh_project(&self, project: &ProjectRef) {
-        if let Ok(path) = layout::project_path(project) {
-            self.catalog.invalidate_mirrored(&path).await;
-        }
+        let Ok(path) = layout::project_path(project) else {
+            return;
+        };
+        self.catalog.invalidate_mirrored(&path).await;
+        self.forget_project_tables(project);
     }
 
     /// Applies one change.
@@ -214,6 +224,27 @@ impl WandbFs {
             Changed::Project(project) => self.refresh_project(project).await,
         }
     }
+
+    /// The project's tables follow its runs: the kernel forgets what it holds of them, and the
+    /// next stat or open renders the new version (if the runs changed at all).
+    fn forget_project_tables(&self, project: &ProjectRef) {
+        for kind in ProjectTableKind::ALL {
+            let Ok(table) = layout::project_table_path(project, kind) else {
+                continue;
+            };
+            if let Some(ino) = self.inodes.ino_of(&table) {
+                self.notices.send(Notice::Data { ino, from: 0 });
+            }
+        }
+    }
+}
+
+/// `history.parquet` and `system.parquet`: rendered from the mirror on access.
+fn is_table(path: &object_store::path::Path) -> bool {
+    matches!(
+        layout::Location::parse(path),
+        layout::Location::Synthetic(_, kind) if kind.is_table()
+    )
 }
 
 /// Files that only grow while their run lives: `history.jsonl` and `system.jsonl` (rows are

@@ -20,8 +20,8 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use std::sync::Arc;
 
 use wandbfs::store::MetadataSource;
-use wandbfs::store::layout::SyntheticKind;
-use wandbfs::store::source::{RunRef, SyntheticBody, SyntheticObject};
+use wandbfs::store::layout::{ProjectTableKind, SyntheticKind};
+use wandbfs::store::source::{ProjectRef, RunRef, SyntheticBody, SyntheticObject};
 
 use super::error::{FsError, FsResult};
 
@@ -37,10 +37,27 @@ type Piece = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
 pub struct Origin {
     /// The metadata source.
     pub source: Arc<dyn MetadataSource>,
-    /// The run.
-    pub run: RunRef,
     /// Which file.
-    pub kind: SyntheticKind,
+    pub file: OriginFile,
+}
+
+/// A synthetic file of a run, or a table of a project.
+pub enum OriginFile {
+    /// `<run>/history.jsonl`, …
+    Run(RunRef, SyntheticKind),
+    /// `<project>/runs.parquet`, …
+    Project(ProjectRef, ProjectTableKind),
+}
+
+impl Origin {
+    /// The file's current version.
+    pub async fn current(&self) -> FsResult<Option<SyntheticObject>> {
+        match &self.file {
+            OriginFile::Run(run, kind) => self.source.synthetic(run, *kind).await,
+            OriginFile::Project(project, kind) => self.source.project_table(project, *kind).await,
+        }
+        .map_err(|e| FsError::from_store(&e))
+    }
 }
 
 /// One open handle's reader of a synthetic file.
@@ -118,12 +135,7 @@ impl SyntheticReader {
 
     /// Switches to the current version when it differs from the handle's.
     async fn reload(&mut self) -> FsResult<()> {
-        let current = self
-            .origin
-            .source
-            .synthetic(&self.origin.run, self.origin.kind)
-            .await
-            .map_err(|e| FsError::from_store(&e))?;
+        let current = self.origin.current().await?;
         if let Some(current) = current
             && (current.size != self.object.size || current.e_tag != self.object.e_tag)
         {

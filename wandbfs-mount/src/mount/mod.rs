@@ -19,6 +19,7 @@ use object_store::path::Path;
 use wandbfs::client::{self, BaseUrl, Client, ClientConfig, Environment, Overrides, settings};
 use wandbfs::mirror::{ConnectOptions, Mirror};
 use wandbfs::store::source::ProjectRef;
+use wandbfs::store::tables::TableCache;
 use wandbfs::store::{
     Layered, LiveOptions, LiveSource, MetadataSource, MirrorSource, MirrorSourceOptions, WandbStore,
 };
@@ -226,7 +227,9 @@ async fn serve(
             // unless the background sync keeps them fresh.
             live_run_max_age: (!args.offline && args.sync.is_none()).then_some(metadata_ttl),
         },
-    );
+    )
+    // Rendered tables (history.parquet, runs.parquet) next to the content cache.
+    .with_tables(TableCache::new(cache_dir.join("tables")));
     let (source, live): (Arc<dyn MetadataSource>, Option<Arc<dyn MetadataSource>>) = if args.offline
     {
         (Arc::new(mirror_source.clone()), None)

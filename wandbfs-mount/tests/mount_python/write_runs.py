@@ -1,5 +1,5 @@
 """Writes runs with the real SDK for the mount tests: awkward values, a step gap, an image, a
-saved file in a subfolder, a failed run, and a run without NaN/Infinity.
+histogram, a saved file in a subfolder, a failed run, and a run without NaN/Infinity.
 
 Usage: write_runs.py MANIFEST_PATH   (env: WANDB_BASE_URL, WANDB_API_KEY, PROJECT)
 """
@@ -44,6 +44,8 @@ for step in range(300):
     if step == 150:
         pixels = (np.arange(8 * 8 * 3) % 256).astype(np.uint8).reshape(8, 8, 3)
         row["img"] = wandb.Image(pixels)
+    if step == 120:
+        row["hist"] = wandb.Histogram(np_histogram=([1, 4, 2], [0.0, 0.5, 1.0, 1.5]))
     # A gap: steps 200..259 are never logged.
     logged_step = step if step < 200 else step + 60
     run.log(row, step=logged_step)

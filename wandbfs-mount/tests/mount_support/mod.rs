@@ -8,8 +8,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use futures::TryStreamExt as _;
+use object_store::{ObjectStore as _, ObjectStoreExt as _};
+use secrecy::SecretString;
 use wandb_emulator::{Emulator, EmulatorConfig};
+use wandbfs::client::{Client, ClientConfig, Environment, Overrides, settings};
 use wandbfs::mirror::testing::{TestDatabase, fresh_database, shared_cluster};
+use wandbfs::store::layout::Location;
+use wandbfs::store::tables::TableCache;
+use wandbfs::store::{Layered, LiveOptions, LiveSource, MirrorSource, WandbStore};
 
 pub const WANDBFS: &str = env!("CARGO_BIN_EXE_wandbfs");
 
@@ -284,5 +291,64 @@ pub fn walk(dir: &Path) -> Vec<String> {
         }
     }
     out.sort();
+    out
+}
+
+/// A client of the test's emulator, without a rate limit.
+pub fn client(env: &Env) -> Client {
+    let overrides = Overrides {
+        base_url: Some(env.emu.base_url().to_owned()),
+        api_key: Some(SecretString::from(env.emu.api_key())),
+        ..Overrides::default()
+    };
+    let settings = settings::resolve(&overrides, &Environment::isolated()).unwrap();
+    let mut config = ClientConfig::default();
+    config.rate.requests_per_second = 0.0;
+    Client::new(settings, config).unwrap()
+}
+
+/// `WandbStore` over the live API alone.
+pub fn live_store(env: &Env) -> WandbStore {
+    WandbStore::new(client(env))
+}
+
+/// `WandbStore` as the mount builds it: the mirror, the live API behind it, tables rendered
+/// into `tables` (a cache of its own, not the mount's).
+pub fn mirror_store(env: &Env, tables: &Path) -> WandbStore {
+    WandbStore::builder(client(env))
+        .with_source(std::sync::Arc::new(Layered::new(
+            std::sync::Arc::new(
+                MirrorSource::new(env.db.mirror.clone()).with_tables(TableCache::new(tables)),
+            ),
+            std::sync::Arc::new(LiveSource::new(client(env), LiveOptions::default())),
+        )))
+        .build()
+}
+
+/// Whether an object is one of the typed tables (which only the mirror serves).
+pub fn is_table(location: &object_store::path::Path) -> bool {
+    match Location::parse(location) {
+        Location::Synthetic(_, kind) => kind.is_table(),
+        Location::ProjectTable(..) => true,
+        _ => false,
+    }
+}
+
+/// The typed tables under `prefix` with their bytes, through [`mirror_store`]: what the live
+/// API's tree lacks and the mount adds.
+pub async fn table_objects(env: &Env, prefix: &str) -> Vec<(String, bytes::Bytes)> {
+    let tables = tempfile::tempdir().unwrap();
+    let store = mirror_store(env, tables.path());
+    let objects: Vec<_> = store
+        .list(Some(&object_store::path::Path::parse(prefix).unwrap()))
+        .try_collect()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for o in objects.into_iter().filter(|o| is_table(&o.location)) {
+        let bytes = store.get(&o.location).await.unwrap().bytes().await.unwrap();
+        assert_eq!(bytes.len() as u64, o.size, "listed size of {}", o.location);
+        out.push((o.location.to_string(), bytes));
+    }
     out
 }
