@@ -114,7 +114,46 @@ const METADATA_COLUMNS: &str = "p.entity, p.name, r.run_id, r.display_name, r.st
     r.history_line_count, r.storage_id, r.deleted, r.deleted_at, r.last_synced_at,
     r.config_text, r.summary_text, r.system_metrics_text, r.run_pk";
 
+/// A run's sync state, in [`sync_state_from_row`]'s order.
+const SYNC_STATE_COLUMNS: &str = "s.history_last_step, s.history_rows, s.history_bytes,
+    s.system_last_seq, s.system_rows, s.system_bytes, s.history_synced_at, s.files_synced_at,
+    s.attempts, s.consecutive_errors, s.last_error, s.last_error_at, s.last_success_at,
+    s.engine_state";
+
 impl Mirror {
+    /// A mirrored run's record and sync state by name, in one statement (what every access
+    /// to a run's synthetic files needs first). `None`: not mirrored.
+    pub async fn run_by_name(
+        &self,
+        entity: &str,
+        project: &str,
+        run_id: &str,
+    ) -> Result<Option<(RunMetadata, RunSyncState)>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {METADATA_COLUMNS}, s.run_pk IS NOT NULL, {SYNC_STATE_COLUMNS}
+                     FROM wandb.runs r JOIN wandb.projects p USING (project_pk)
+                     LEFT JOIN wandb.run_sync_state s USING (run_pk)
+                     WHERE p.entity = $1 AND p.name = $2 AND r.run_id = $3"
+                ),
+                &[&entity, &project, &run_id],
+            )
+            .await
+            .db("reading a run")?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let meta = metadata_from_row(&row);
+        if !row.get::<_, bool>(27) {
+            return Err(MirrorError::NotFound {
+                what: format!("the sync state of run #{}", meta.run_pk.0),
+            });
+        }
+        Ok(Some((meta, sync_state_from_row(&row, 28))))
+    }
+
     /// The run key for `entity/project/run_id`, if the run is mirrored.
     pub async fn resolve_run(
         &self,
@@ -277,35 +316,7 @@ impl Mirror {
             .ok_or_else(|| MirrorError::NotFound {
                 what: format!("run #{}", run.0),
             })?;
-        Ok(RunMetadata {
-            entity: row.get(0),
-            project: row.get(1),
-            id: row.get(2),
-            display_name: row.get(3),
-            state: row.get(4),
-            user: row.get(5),
-            user_full_name: row.get(6),
-            group: row.get(7),
-            job_type: row.get(8),
-            sweep: row.get(9),
-            tags: row.get(10),
-            notes: row.get(11),
-            description: row.get(12),
-            commit: row.get(13),
-            created_at: row.get(14),
-            heartbeat_at: row.get(15),
-            updated_at: row.get(16),
-            last_step: row.get(17),
-            history_line_count: row.get(18),
-            storage_id: row.get(19),
-            deleted: row.get(20),
-            deleted_at: row.get(21),
-            last_synced_at: row.get(22),
-            config: row.get(23),
-            summary: row.get(24),
-            system_metrics: row.get(25),
-            run_pk: RunPk(row.get(26)),
-        })
+        Ok(metadata_from_row(&row))
     }
 
     /// Mirrored entities, sorted.
@@ -495,21 +506,59 @@ impl Mirror {
             .ok_or_else(|| MirrorError::NotFound {
                 what: format!("run #{}", run.0),
             })?;
-        Ok(RunSyncState {
-            history_last_step: r.get(0),
-            history_rows: r.get::<_, i64>(1) as u64,
-            history_bytes: r.get::<_, i64>(2) as u64,
-            system_last_seq: r.get(3),
-            system_rows: r.get::<_, i64>(4) as u64,
-            system_bytes: r.get::<_, i64>(5) as u64,
-            history_synced_at: r.get(6),
-            files_synced_at: r.get(7),
-            attempts: r.get(8),
-            consecutive_errors: r.get(9),
-            last_error: r.get(10),
-            last_error_at: r.get(11),
-            last_success_at: r.get(12),
-            engine_state: r.get(13),
-        })
+        Ok(sync_state_from_row(&r, 0))
+    }
+}
+
+/// A [`RunMetadata`] from the first columns of a row that starts with [`METADATA_COLUMNS`].
+fn metadata_from_row(row: &tokio_postgres::Row) -> RunMetadata {
+    RunMetadata {
+        entity: row.get(0),
+        project: row.get(1),
+        id: row.get(2),
+        display_name: row.get(3),
+        state: row.get(4),
+        user: row.get(5),
+        user_full_name: row.get(6),
+        group: row.get(7),
+        job_type: row.get(8),
+        sweep: row.get(9),
+        tags: row.get(10),
+        notes: row.get(11),
+        description: row.get(12),
+        commit: row.get(13),
+        created_at: row.get(14),
+        heartbeat_at: row.get(15),
+        updated_at: row.get(16),
+        last_step: row.get(17),
+        history_line_count: row.get(18),
+        storage_id: row.get(19),
+        deleted: row.get(20),
+        deleted_at: row.get(21),
+        last_synced_at: row.get(22),
+        config: row.get(23),
+        summary: row.get(24),
+        system_metrics: row.get(25),
+        run_pk: RunPk(row.get(26)),
+    }
+}
+
+/// The run_sync_state columns [`SYNC_STATE_COLUMNS`] of a row, from column `at` on.
+fn sync_state_from_row(r: &tokio_postgres::Row, at: usize) -> RunSyncState {
+    RunSyncState {
+        history_last_step: r.get(at),
+        history_rows: r.get::<_, i64>(at + 1) as u64,
+        history_bytes: r.get::<_, i64>(at + 2) as u64,
+        system_last_seq: r.get(at + 3),
+        system_rows: r.get::<_, i64>(at + 4) as u64,
+        system_bytes: r.get::<_, i64>(at + 5) as u64,
+        history_synced_at: r.get(at + 6),
+        files_synced_at: r.get(at + 7),
+        attempts: r.get(at + 8),
+        consecutive_errors: r.get(at + 9),
+        last_error: r.get(at + 10),
+        last_error_at: r.get(at + 11),
+        last_success_at: r.get(at + 12),
+        engine_state: r.get(at + 13),
     }
 }

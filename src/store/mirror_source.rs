@@ -180,27 +180,15 @@ impl MirrorSource {
     async fn run(&self, run: &RunRef) -> SourceResult<Option<(RunMetadata, RunSyncState)>> {
         let found = self
             .mirror
-            .resolve_run(&run.entity, &run.project, &run.run)
+            .run_by_name(&run.entity, &run.project, &run.run)
             .await
             .map_err(|e| mirror_error(run, e))?;
-        let Some(pk) = found else {
-            return self.absent(run);
-        };
-        let meta = self
-            .mirror
-            .run_metadata(pk)
-            .await
-            .map_err(|e| mirror_error(run, e))?;
-        if meta.deleted {
+        match found {
             // Deleted upstream as of the last sync; the live API has the final word.
-            return self.absent(run);
+            Some((meta, _)) if meta.deleted => self.absent(run),
+            Some(found) => Ok(Some(found)),
+            None => self.absent(run),
         }
-        let state = self
-            .mirror
-            .run_sync_state(pk)
-            .await
-            .map_err(|e| mirror_error(run, e))?;
-        Ok(Some((meta, state)))
     }
 
     /// Whether the run's synthetic files may be served from the mirror.

@@ -7,7 +7,7 @@
 //! Environment: `WANDBFS_BENCH_RUNS` (100), `WANDBFS_BENCH_ROWS` (10,000 rows per run),
 //! `WANDBFS_BENCH_KEYS` (20 keys per row).
 //!
-//! 1. Sync of the project (nothing rendered), then the first `stat` of every run's
+//! 1. Sync of the project (nothing rendered), then (after 2.) the first `stat` of every run's
 //!    `history.parquet` (the rendering) — what a sync that rendered the tables would cost.
 //! 2. `ls -l` of one run directory, first (renders its two tables) and again.
 //! 3. DuckDB `select avg(loss)` over `*/history.parquet` vs the same over `*/history.jsonl`,
@@ -21,6 +21,7 @@ mod bench_support;
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use bench_support::*;
 use wandb_emulator::{EmulatorConfig, SeedSpec};
 
@@ -41,7 +42,9 @@ fn py(code: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// The median of `REPEATS` timings of `f`, with the page cache dropped first when `cold`.
+/// The median of `REPEATS` runs of `f`, with the page cache dropped first when `cold`. `f`
+/// prints "<value> <seconds>": the query's own time, measured inside Python (so the
+/// interpreter's start and imports are not counted); the value of the last run is returned.
 fn timed(
     cold: bool,
     mut f: impl FnMut() -> anyhow::Result<String>,
@@ -52,9 +55,12 @@ fn timed(
         if cold {
             drop_caches();
         }
-        let (took, out) = time(&mut f);
-        last = out?;
-        times.push(took);
+        let out = f()?;
+        let (value, secs) = out
+            .rsplit_once(' ')
+            .with_context(|| format!("no time in {out:?}"))?;
+        times.push(Duration::from_secs_f64(secs.parse()?));
+        last = value.to_owned();
     }
     Ok((median(times), last))
 }
@@ -105,6 +111,17 @@ fn main() -> anyhow::Result<()> {
     println!("| Work | wandbfs | baseline | ratio |");
     println!("|---|---|---|---|");
 
+    // 2. ls -l of a run directory: the first renders its two tables (history and system).
+    let fresh = project.join(&run_ids[run_ids.len() - 1]);
+    let (ls_first, _) = time(|| sh(&format!("ls -l {} > /dev/null", fresh.display())));
+    let (ls_again, _) = time(|| sh(&format!("ls -l {} > /dev/null", fresh.display())));
+    line(
+        "`ls -l` of a run directory, first (renders 2 tables)",
+        format!("{:.0} ms", ls_first.as_secs_f64() * 1e3),
+        format!("{:.1} ms (again)", ls_again.as_secs_f64() * 1e3),
+        format!("{:.0}x", ls_first.as_secs_f64() / ls_again.as_secs_f64()),
+    );
+
     // 1. What rendering costs, next to the sync it is not part of.
     let (render, _) = time(|| {
         for run in &run_ids {
@@ -126,24 +143,14 @@ fn main() -> anyhow::Result<()> {
         ),
     );
 
-    // 2. ls -l of a run directory: the first renders its two tables (history and system).
-    let fresh = project.join(&run_ids[run_ids.len() - 1]);
-    let (ls_first, _) = time(|| sh(&format!("ls -l {} > /dev/null", fresh.display())));
-    let (ls_again, _) = time(|| sh(&format!("ls -l {} > /dev/null", fresh.display())));
-    line(
-        "`ls -l` of a run directory, first (renders 2 tables)",
-        format!("{:.0} ms", ls_first.as_secs_f64() * 1e3),
-        format!("{:.1} ms (again)", ls_again.as_secs_f64() * 1e3),
-        format!("{:.0}x", ls_first.as_secs_f64() / ls_again.as_secs_f64()),
-    );
-
     // 3. DuckDB over the glob, parquet vs jsonl.
     let parquet_glob = project.join("*").join("history.parquet");
     let jsonl_glob = project.join("*").join("history.jsonl");
     let duck = |sql: String| {
         move || {
             py(&format!(
-                "import duckdb; print(duckdb.connect().execute({sql:?}).fetchone()[0])"
+                "import duckdb, time; c = duckdb.connect(); t = time.perf_counter(); \
+                 v = c.execute({sql:?}).fetchone()[0]; print(v, time.perf_counter() - t)"
             ))
         }
     };
@@ -174,10 +181,34 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    // The same parquet query over a local copy: what the mount adds to a query.
+    let local = work.path().join("local");
+    for run in &run_ids {
+        std::fs::create_dir_all(local.join(run))?;
+        std::fs::copy(
+            project.join(run).join("history.parquet"),
+            local.join(run).join("history.parquet"),
+        )?;
+    }
+    let local_sql = format!(
+        "select avg(loss) from read_parquet('{}', union_by_name = true)",
+        local.join("*").join("history.parquet").display()
+    );
+    let (m, _) = timed(false, duck(parquet_sql.clone()))?;
+    let (l, _) = timed(false, duck(local_sql))?;
+    line(
+        "DuckDB `avg(loss)` over history.parquet, warm: mount vs local copy",
+        format!("{:.3} s (mount)", m.as_secs_f64()),
+        format!("{:.3} s (local files)", l.as_secs_f64()),
+        format!("{:.0} %", 100.0 * l.as_secs_f64() / m.as_secs_f64()),
+    );
+
     // 4. polars, one column over the glob.
     let polars = || {
         py(&format!(
-            "import polars as pl; print(pl.scan_parquet({:?}, missing_columns='insert', extra_columns='ignore').select(pl.col('loss').mean()).collect().item())",
+            "import polars as pl, time; t = time.perf_counter(); \
+             v = pl.scan_parquet({:?}, missing_columns='insert', extra_columns='ignore').select(pl.col('loss').mean()).collect().item(); \
+             print(v, time.perf_counter() - t)",
             parquet_glob.display().to_string()
         ))
     };

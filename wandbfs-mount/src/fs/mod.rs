@@ -29,6 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use object_store::path::Path;
 use wandbfs::store::layout::Location;
+use wandbfs::store::source::MetadataSource as _;
 
 pub use attr::{Attr, Kind};
 pub use catalog::{Backend, Catalog, CatalogConfig, Entry};
@@ -317,23 +318,40 @@ impl WandbFs {
         }
         let path = inode.path.as_ref().to_owned();
         let source = self.catalog.backend().source.clone();
-        let origin = match Location::parse(&inode.path) {
+        let (origin, known) = match Location::parse(&inode.path) {
             Location::Synthetic(run, kind) => {
-                self.catalog.ensure_run(&run).await?;
-                Some(synthetic::OriginFile::Run(run, kind))
+                // The mirror first: when it covers the run (the usual case) its answer is the
+                // file, in one round of queries; otherwise the run is synced first.
+                let known = match self
+                    .catalog
+                    .backend()
+                    .mirror_source
+                    .synthetic(&run, kind)
+                    .await
+                {
+                    Ok(Some(object)) => Some(object),
+                    _ => {
+                        self.catalog.ensure_run(&run).await?;
+                        None
+                    }
+                };
+                (Some(synthetic::OriginFile::Run(run, kind)), known)
             }
             Location::ProjectTable(project, kind) => {
-                Some(synthetic::OriginFile::Project(project, kind))
+                (Some(synthetic::OriginFile::Project(project, kind)), None)
             }
-            _ => None,
+            _ => (None, None),
         };
         let handle = match origin {
             Some(file) => {
                 let origin = synthetic::Origin { source, file };
-                let object = origin
-                    .current()
-                    .await?
-                    .ok_or_else(|| FsError::not_found(&path))?;
+                let object = match known {
+                    Some(object) => object,
+                    None => origin
+                        .current()
+                        .await?
+                        .ok_or_else(|| FsError::not_found(&path))?,
+                };
                 if object.size != inode.attr.size
                     || Some(&object.e_tag) != inode.attr.e_tag.as_ref()
                 {
