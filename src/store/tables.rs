@@ -25,6 +25,22 @@ use super::error::StoreError;
 use crate::export::{Format, history, tables};
 use crate::mirror::{Mirror, ProjectPk, RunMetadata, RunSyncState, Stream};
 
+/// wandbfs's cache directory: `$XDG_CACHE_HOME/wandbfs`, else `~/.cache/wandbfs`, else (no
+/// home) `/var/cache/wandbfs`.
+pub fn user_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|h| h.join(".cache"))
+        })
+        .map(|base| base.join("wandbfs"))
+        .unwrap_or_else(|| PathBuf::from("/var/cache/wandbfs"))
+}
+
 /// Bumped when the rendering changes: files of older renderers are never served.
 const RENDERER: &str = "wandbfs-tables-1";
 
@@ -75,21 +91,9 @@ impl TableCache {
         }
     }
 
-    /// `$XDG_CACHE_HOME/wandbfs/tables`, else `~/.cache/wandbfs/tables`, else the system's
-    /// temporary directory.
+    /// `tables/` in [`user_cache_dir`].
     pub fn default_dir() -> PathBuf {
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .filter(|p| p.is_absolute())
-                    .map(|h| h.join(".cache"))
-            })
-            .unwrap_or_else(std::env::temp_dir)
-            .join("wandbfs")
-            .join("tables")
+        user_cache_dir().join("tables")
     }
 
     /// The directory the tables are rendered into.

@@ -28,9 +28,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
-use wandb_emulator::{Emulator, EmulatorConfig, SeedSpec};
-use wandbfs::mirror::embedded::TempCluster;
-use wandbfs::mirror::{ConnectOptions, Mirror};
+use wandb_emulator::{EmulatorConfig, SeedSpec};
 
 mod bench_support;
 
@@ -68,19 +66,7 @@ fn main() -> anyhow::Result<()> {
                 .seed(u64::from(i) + 100),
         );
     }
-    let emu = Emulator::start_with(config)?;
-    let cluster = TempCluster::start()?;
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(Mirror::connect_embedded(
-        cluster.cluster(),
-        "bench",
-        &ConnectOptions::default(),
-    ))?;
-    let bench = Bench {
-        db_url: cluster.cluster().connection_string("bench"),
-        emu,
-        home: tempfile::tempdir()?,
-    };
+    let (bench, _cluster) = Bench::start(config)?;
     let work = tempfile::tempdir_in("/var/tmp")?;
     println!("setup: syncing 1 run x {rows} rows, {runs} runs, {readers} reader projects");
     let took = bench.sync("alice/long")?;

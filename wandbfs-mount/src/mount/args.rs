@@ -159,17 +159,7 @@ pub fn seconds(secs: f64) -> Duration {
 /// The default cache directory: `$XDG_CACHE_HOME/wandbfs`, else `~/.cache/wandbfs`, else (no
 /// home) `/var/cache/wandbfs`.
 pub fn default_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .filter(|p| p.is_absolute())
-                .map(|h| h.join(".cache"))
-        })
-        .map(|base| base.join("wandbfs"))
-        .unwrap_or_else(|| PathBuf::from("/var/cache/wandbfs"))
+    wandbfs::store::tables::user_cache_dir()
 }
 
 #[cfg(test)]
