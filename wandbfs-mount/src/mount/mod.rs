@@ -315,6 +315,12 @@ async fn serve(
         })?,
     );
 
+    // What `--sync` keeps fresh: settled before mounting, so an error leaves nothing mounted.
+    let sync_targets = match &args.sync {
+        Some(named) if !args.offline => Some(sync_projects(named, &scope, &catalog).await?),
+        _ => None,
+    };
+
     // Mount.
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -345,6 +351,11 @@ async fn serve(
     if args.no_xattr {
         adapter = adapter.without_xattrs();
     }
+    // Signals are caught from before the mount exists: one arriving between the mount and the
+    // wait below (the parent has already returned) is queued, not the default death that
+    // would leave a dead mount behind.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mp = mountpoint.clone();
     let session = tokio::task::spawn_blocking(move || fuser::Session::new(adapter, &mp, &config))
         .await?
@@ -385,19 +396,17 @@ async fn serve(
             }
         })
     };
-    let background_sync = match &args.sync {
-        Some(named) if !args.offline => Some(tokio::spawn(background_sync(
+    let background_sync = match sync_targets {
+        Some(targets) => Some(tokio::spawn(background_sync(
             client,
             mirror,
             sink,
-            sync_projects(named, &scope, &catalog).await?,
+            targets,
             args::seconds(args.sync_interval),
         ))),
         _ => None,
     };
 
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let code = tokio::select! {
         _ = interrupt.recv() => None,
         _ = terminate.recv() => None,
