@@ -1,9 +1,10 @@
 //! The `wandbfs` command's library: the FUSE filesystem ([`fs`], plain and testable without
-//! the kernel, and its [`fuse`] adapter), `wandbfs mount`/`unmount` ([`mount`]), and the other
-//! subcommands. The binary (`src/main.rs`) only parses the command line and dispatches.
+//! the kernel, and its [`fuse`] adapter), `wandbfs mount`/`unmount` ([`mount`]), `wandbfs demo`
+//! ([`demo`]), and the other subcommands. The binary (`src/main.rs`) only parses the command line and dispatches.
 
 pub mod cli;
 pub mod db;
+pub mod demo;
 pub mod export;
 pub mod fs;
 pub mod fuse;

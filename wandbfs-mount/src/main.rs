@@ -11,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 use wandbfs_mount::cli::{self, Verbosity};
-use wandbfs_mount::{db, export, mount, sync};
+use wandbfs_mount::{db, demo, export, mount, sync};
 
 /// Weights & Biases data as a filesystem.
 #[derive(Debug, Parser)]
@@ -38,6 +38,9 @@ enum Command {
     Sync(sync::SyncArgs),
     /// Write a mirrored project as parquet or JSON Lines files (from the mirror, no API calls).
     Export(export::ExportArgs),
+    /// Show wandbfs on a local W&B server with a realistic project: sync, mount, six commands
+    /// to try; until Ctrl-C (no account needed).
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => {
             verbosity.init_logging();
             export::run(args)?
+        }
+        Command::Demo(args) => {
+            verbosity.init_logging();
+            demo::run(args)?
         }
     };
     Ok(ExitCode::from(
