@@ -833,13 +833,13 @@ def table_lines(rows: dict) -> list[str]:
         line(5, task, ours,
              f"SDK cheapest check: `api.runs(path, per_page=1000, lazy=False)`, reading each run's "
              f"`historyLineCount` and `summary_metrics`: {fs(r['cheap']['seconds'])}, {reqs(r['cheap']['requests'])}",
-             f"{ratio(r['cheap']['seconds'], o['seconds'])}; "
-             f"{r['cheap']['requests']['total'] / max(o['requests'], 1):.1f}× the requests")
+             f"{ratio(r['cheap']['seconds'], o['seconds'])}; {o['requests']:,} vs "
+             f"{r['cheap']['requests']['total']:,} requests")
         line(5, "same", "same",
              f"SDK as documented: `api.runs(path)`, then `run.lastHistoryStep` and `run.summary_metrics` "
              f"per run: {fs(r['naive']['seconds'])}, {reqs(r['naive']['requests'])}",
-             f"{ratio(r['naive']['seconds'], o['seconds'])}; "
-             f"{r['naive']['requests']['total'] / max(o['requests'], 1):,.0f}× the requests")
+             f"{ratio(r['naive']['seconds'], o['seconds'])}; {o['requests']:,} vs "
+             f"{r['naive']['requests']['total']:,} requests")
     # Row 6: peak RSS, from the rows above.
     if "1" in rows:
         r = rows["1"]["data"]
@@ -855,11 +855,12 @@ def table_lines(rows: dict) -> list[str]:
         base.append(f"SDK listing {fmib(d['sdk']['peak_rss_kib'])}, wandbfsspec {fmib(d['fsspec']['peak_rss_kib'])}")
     if "3" in rows:
         d = rows["3"]["data"]
-        parts.append("file reads (row 3): " + ", ".join(
-            f"{human_size(d[k]['bytes'])} {fmib(d[k]['daemon_hwm_kib'])}" for k in ("small", "big") if k in d))
-        if "big" in d:
-            base.append(f"{human_size(d['big']['bytes'])}: wandbfsspec `cat_file` {fmib(d['big']['fsspec']['peak_rss_kib'])}, "
-                        f"SDK download {fmib(d['big']['sdk']['peak_rss_kib'])}")
+        parts.append("reading the files (row 3): " + ", ".join(
+            f"{fmib(d[k]['daemon_hwm_kib'])} ({human_size(d[k]['bytes'])})" for k in ("small", "big") if k in d))
+        for k in ("small", "big"):
+            if k in d:
+                base.append(f"{human_size(d[k]['bytes'])} file: wandbfsspec `cat_file` "
+                            f"{fmib(d[k]['fsspec']['peak_rss_kib'])}, SDK download {fmib(d[k]['sdk']['peak_rss_kib'])}")
     if "4" in rows:
         d = rows["4"]["data"]
         parts.append(f"pandas (row 4): {fmib(d['daemon_hwm_kib'])}")
@@ -1060,6 +1061,11 @@ def setup_notes(rows: dict) -> list[str]:
         out.append(f"Row 1 rows written: wandbfs {r['wandbfs']['rows']:,}, SDK pipeline {r['sdk']['db_rows']:,} "
                    f"(counted in Postgres), ORM downloader {r['orm']['db_rows']:,}; the SDK pipeline made "
                    f"{reqs(r['sdk']['requests'])}, the ORM downloader {reqs(r['orm']['requests'])}.")
+    loads = [f"row {k}: {rows[k]['data']['load'][0].split()[0]} → {rows[k]['data']['load'][1].split()[0]}"
+             for k in sorted(rows) if "load" in rows[k]["data"]]
+    if loads:
+        out.append("One-minute load average before → after each row (2 cores; anything above the "
+                   "benchmark's own processes is other work on the machine): " + "; ".join(loads) + ".")
     return [("- " + n) for n in out]
 
 
@@ -1151,7 +1157,9 @@ def main() -> int:
     try:
         b.start_emulator()
         for n in only:
+            load_before = loadavg()
             measured[str(n)] = ROWS[n](b)
+            measured[str(n)]["load"] = [load_before, loadavg()]
     except KeyboardInterrupt:
         log("interrupted: cleaning up")
         status = 130

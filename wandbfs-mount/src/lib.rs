@@ -6,6 +6,7 @@ pub mod cli;
 pub mod db;
 pub mod demo;
 pub mod export;
+pub mod files;
 pub mod fs;
 pub mod fuse;
 pub mod mount;

@@ -11,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 use wandbfs_mount::cli::{self, Verbosity};
-use wandbfs_mount::{db, demo, export, mount, sync};
+use wandbfs_mount::{db, demo, export, files, mount, sync};
 
 /// Weights & Biases data as a filesystem.
 #[derive(Debug, Parser)]
@@ -38,6 +38,14 @@ enum Command {
     Sync(sync::SyncArgs),
     /// Write a mirrored project as parquet or JSON Lines files (from the mirror, no API calls).
     Export(export::ExportArgs),
+    /// List a folder of the tree without FUSE: `wandbfs ls ENTITY/PROJECT`.
+    Ls(files::LsArgs),
+    /// Write files of the tree to stdout without FUSE (the bytes the mount serves).
+    Cat(files::CatArgs),
+    /// Size, time and digest of files of the tree, without FUSE.
+    Stat(files::StatArgs),
+    /// Copy files or folders (-r) of the tree to local paths, without FUSE.
+    Cp(files::CpArgs),
     /// Show wandbfs on a local W&B server with a realistic project: sync, mount, six commands
     /// to try; until Ctrl-C (no account needed).
     Demo(demo::DemoArgs),
@@ -68,6 +76,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => {
             verbosity.init_logging();
             export::run(args)?
+        }
+        Command::Ls(args) => {
+            verbosity.init_logging();
+            files::ls(args, &verbosity)?
+        }
+        Command::Cat(args) => {
+            verbosity.init_logging();
+            files::cat(args, &verbosity)?
+        }
+        Command::Stat(args) => {
+            verbosity.init_logging();
+            files::stat(args, &verbosity)?
+        }
+        Command::Cp(args) => {
+            verbosity.init_logging();
+            files::cp(args, &verbosity)?
         }
         Command::Demo(args) => {
             verbosity.init_logging();

@@ -178,7 +178,8 @@ fn client(args: &MountArgs) -> anyhow::Result<Client> {
     Ok(Client::new(settings, config)?)
 }
 
-fn offline_settings() -> anyhow::Result<settings::Settings> {
+/// Settings for reading the mirror alone: a key that is never sent.
+pub(crate) fn offline_settings() -> anyhow::Result<settings::Settings> {
     let base =
         std::env::var("WANDB_BASE_URL").unwrap_or_else(|_| client::DEFAULT_BASE_URL.to_owned());
     Ok(settings::Settings {
