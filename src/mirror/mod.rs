@@ -266,14 +266,65 @@ pub async fn probe(url: &DatabaseUrl) -> Result<ServerProbe> {
             )
         }
     };
+    let probe = versions(&client).await;
+    drop(client);
+    let _ = task.await;
+    probe
+}
+
+/// Like [`probe`], for the embedded cluster (which must be running): its database may not
+/// exist yet (schema version 0 then).
+pub async fn probe_embedded(cluster: &EmbeddedCluster) -> Result<ServerProbe> {
+    let (client, connection) = cluster
+        .connection_config("postgres")
+        .connect(NoTls)
+        .await
+        .db("connecting to the embedded cluster")?;
+    let task = tokio::spawn(async move { connection.await.map(drop) });
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            &[&embedded::DATABASE],
+        )
+        .await
+        .db("looking for the mirror database")?
+        .get(0);
+    if exists {
+        drop(client);
+        let _ = task.await;
+        let (client, connection) = cluster
+            .connection_config(embedded::DATABASE)
+            .connect(NoTls)
+            .await
+            .db("connecting to the mirror database")?;
+        let task = tokio::spawn(async move { connection.await.map(drop) });
+        let probe = versions(&client).await;
+        drop(client);
+        let _ = task.await;
+        probe
+    } else {
+        let server_version: String = client
+            .query_one("SHOW server_version", &[])
+            .await
+            .db("reading the server version")?
+            .get(0);
+        drop(client);
+        let _ = task.await;
+        Ok(ServerProbe {
+            server_version,
+            schema_version: 0,
+        })
+    }
+}
+
+/// The server's and the mirror schema's versions.
+async fn versions(client: &tokio_postgres::Client) -> Result<ServerProbe> {
     let server_version: String = client
         .query_one("SHOW server_version", &[])
         .await
         .db("reading the server version")?
         .get(0);
-    let schema_version = schema::current_version(&client).await?;
-    drop(client);
-    let _ = task.await;
+    let schema_version = schema::current_version(client).await?;
     Ok(ServerProbe {
         server_version,
         schema_version,

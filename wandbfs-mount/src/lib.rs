@@ -3,8 +3,10 @@
 //! ([`demo`]), and the other subcommands. The binary (`src/main.rs`) only parses the command line and dispatches.
 
 pub mod cli;
+pub mod config;
 pub mod db;
 pub mod demo;
+pub mod doctor;
 pub mod export;
 pub mod files;
 pub mod fs;

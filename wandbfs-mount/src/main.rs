@@ -11,17 +11,28 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 use wandbfs_mount::cli::{self, Verbosity};
-use wandbfs_mount::{db, demo, export, files, mount, sync};
+use wandbfs_mount::{config, db, demo, doctor, export, files, mount, sync};
+
+/// `--version`: the crate version and the git commit it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("WANDBFS_GIT_COMMIT"),
+    ")"
+);
 
 /// Weights & Biases data as a filesystem.
 #[derive(Debug, Parser)]
-#[command(name = "wandbfs", version, about, after_help = cli::EXIT_STATUS_HELP)]
+#[command(name = "wandbfs", version = VERSION, about, after_help = cli::EXIT_STATUS_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 
     #[command(flatten)]
     verbosity: Verbosity,
+
+    #[command(flatten)]
+    config: config::ConfigFlag,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,12 +57,27 @@ enum Command {
     Stat(files::StatArgs),
     /// Copy files or folders (-r) of the tree to local paths, without FUSE.
     Cp(files::CpArgs),
+    /// Check this machine: credentials, the W&B server, PostgreSQL, FUSE, the cache; each
+    /// problem with its fix (exit 0 only when there is none).
+    Doctor(doctor::DoctorArgs),
+    /// The effective settings and where each came from (flags > environment > config file >
+    /// defaults); secrets redacted.
+    Config(config::ConfigArgs),
+    /// Print a shell completion script: `wandbfs completions bash > /etc/bash_completion.d/wandbfs`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Show wandbfs on a local W&B server with a realistic project: sync, mount, six commands
     /// to try; until Ctrl-C (no account needed).
     Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
+    // The config file becomes environment variables (where unset) before clap reads them.
+    if let Err(error) = config::load_and_apply(std::env::args_os()) {
+        return cli::report(&error, &Verbosity::default());
+    }
     let cli = Cli::parse();
     let verbosity = cli.verbosity;
     match run(cli) {
@@ -92,6 +118,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cp(args) => {
             verbosity.init_logging();
             files::cp(args, &verbosity)?
+        }
+        Command::Doctor(args) => {
+            verbosity.init_logging();
+            doctor::run(args)?
+        }
+        Command::Config(args) => config::run(args)?,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into memory first: clap_complete panics when stdout closes early (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "wandbfs", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => 0,
+            }
         }
         Command::Demo(args) => {
             verbosity.init_logging();

@@ -36,7 +36,7 @@ pub struct SyncArgs {
 
     /// Requests per second to the W&B API, shared by all runs in flight (0 = no limit)
     /// [default: 5/s; no limit for a server on this machine (localhost, 127.0.0.0/8, ::1)].
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, env = "WANDBFS_MAX_RPS", value_name = "RATE")]
     max_rps: Option<f64>,
 
     /// Seconds between metadata passes (a lightweight listing of every run that catches edits

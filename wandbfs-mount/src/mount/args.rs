@@ -55,17 +55,17 @@ pub struct MountArgs {
     /// Seconds listings and attributes are trusted (by the kernel and by wandbfs) before they
     /// are asked again. Changes the mount makes or syncs itself are seen at once. Also the
     /// age after which a running run's files are refreshed on access.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_METADATA_TTL.as_secs_f64())]
+    #[arg(long, env = "WANDBFS_METADATA_TTL", value_name = "SECS", default_value_t = DEFAULT_METADATA_TTL.as_secs_f64())]
     pub metadata_ttl: f64,
 
     /// Where file contents are cached [default: $XDG_CACHE_HOME/wandbfs, else
     /// ~/.cache/wandbfs].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "WANDBFS_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
     /// Most bytes the content cache keeps (least recently used blocks go first): e.g. 500M,
     /// 20G.
-    #[arg(long, value_name = "SIZE", default_value = DEFAULT_CACHE_SIZE, value_parser = parse_size)]
+    #[arg(long, env = "WANDBFS_CACHE_SIZE", value_name = "SIZE", default_value = DEFAULT_CACHE_SIZE, value_parser = parse_size)]
     pub cache_size: u64,
 
     /// Do not cache file contents on disk (the kernel's page cache still applies).
@@ -86,7 +86,7 @@ pub struct MountArgs {
     pub sync: Option<Vec<String>>,
 
     /// Seconds between background syncs (with --sync).
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_SYNC_INTERVAL.as_secs_f64())]
+    #[arg(long, env = "WANDBFS_SYNC_INTERVAL", value_name = "SECS", default_value_t = DEFAULT_SYNC_INTERVAL.as_secs_f64())]
     pub sync_interval: f64,
 
     /// Serve the mirror alone: no W&B request. What is not mirrored is missing; run files are
@@ -96,7 +96,7 @@ pub struct MountArgs {
 
     /// Requests per second to W&B, shared by everything the mount does [default: 5/s; no
     /// limit for a server on this machine].
-    #[arg(long, value_name = "RATE")]
+    #[arg(long, env = "WANDBFS_MAX_RPS", value_name = "RATE")]
     pub max_rps: Option<f64>,
 
     /// The daemon's log file (without --foreground) [default: <cache dir>/mount.log].
@@ -122,7 +122,7 @@ pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(10);
 /// raise it for large media sets.
 pub const DEFAULT_CACHE_SIZE: &str = "10G";
 
-/// Readahead bytes in flight across all open files: **256 MiB** bounds the mount's memory
+/// Readahead bytes in flight across all open files: **64 MiB** bounds the mount's memory
 /// however many files are read at once (16 MiB per sequential reader at most).
 pub const READ_BUDGET: u64 = 64 << 20;
 
