@@ -17,3 +17,8 @@ pub mod parquet_history;
 pub mod store;
 pub mod sync;
 pub mod values;
+
+/// The README's Rust blocks, compiled as doc tests so the README cannot drift from the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

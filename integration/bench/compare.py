@@ -4,9 +4,10 @@ one run against one `wandb-emulator` and one throwaway PostgreSQL cluster.
 Run it through the entry point (it builds the binaries unless WANDBFS_BIN/WANDB_EMULATOR_BIN
 are set, and makes the bench venv):
 
-    sudo integration/bench/compare            # full sizes: ~15-30 min on 2 cores
+    sudo integration/bench/compare            # full sizes: ~12-20 min on 2 cores
     sudo integration/bench/compare --quick    # tiny sizes: well under a minute
     sudo integration/bench/compare --only 3   # re-measure one row, keep the others in the doc
+    integration/bench/compare --render r.json # re-render the doc from `--json r.json` output
 
 Needs root (FUSE mounts, `echo 3 > /proc/sys/vm/drop_caches`), /dev/fuse, PostgreSQL server
 binaries (`wandbfs` runs its own embedded cluster in the work directory, as user `postgres` when
@@ -766,6 +767,17 @@ def ratio(baseline: float, ours: float) -> str:
     return f"**{1 / x:.1f}× slower** ({x:.2f}×)"
 
 
+def mem_ratio(baseline: int, ours: int) -> str:
+    if not ours or not baseline:
+        return "—"
+    x = baseline / ours
+    if x >= 1.05:
+        return f"**{x:.1f}×** less memory"
+    if x > 1 / 1.05:
+        return f"about even ({x:.2f}×)"
+    return f"**{1 / x:.1f}× more** memory"
+
+
 def rate(rows: int, sec: float) -> str:
     return f"{rows / sec:,.0f} rows/s"
 
@@ -870,7 +882,8 @@ def table_lines(rows: dict) -> list[str]:
         line(6, "peak RSS: history into Postgres (row 1)", f"`wandbfs sync`: {fmib(ours)}",
              f"SDK pipeline: {fmib(r['sdk']['peak_rss_kib'])}; ORM downloader: {fmib(r['orm']['peak_rss_kib'])} "
              f"(python + `wandb-core`, sampled)",
-             f"{r['sdk']['peak_rss_kib'] / ours:.1f}× / {r['orm']['peak_rss_kib'] / ours:.1f}× less memory")
+             f"vs SDK pipeline: {mem_ratio(r['sdk']['peak_rss_kib'], ours)}; vs ORM downloader: "
+             f"{mem_ratio(r['orm']['peak_rss_kib'], ours)}")
     parts, base = [], []
     if "2" in rows:
         d = rows["2"]["data"]
@@ -938,6 +951,13 @@ def plot_entries(rows: dict) -> list[tuple[str, str, float, bool]]:
     return E
 
 
+def plot_title(results: dict) -> str:
+    dates = sorted(m["date"] for m in results["runs"].values())
+    mach = results["runs"][max(results["runs"])]["machine"]
+    return (f"wandbfs (orange) vs baselines — integration/bench/compare, {' / '.join(dates)}, "
+            f"{mach['nproc']} vCPU")
+
+
 def write_plot(rows: dict, path: Path, title: str) -> None:
     import matplotlib
 
@@ -993,7 +1013,7 @@ in the same run (the table and `benchmarks-compare.png` below are written by it;
 replaces this section):
 
 ```sh
-sudo integration/bench/compare            # full sizes, ~15–30 min on 2 cores
+sudo integration/bench/compare            # full sizes, ~12–20 min on 2 cores
 sudo integration/bench/compare --quick    # tiny sizes, for a smoke test (prints, writes no docs)
 sudo integration/bench/compare --only 3   # re-measure one row (1–5); the others keep their numbers
 ```
@@ -1145,7 +1165,17 @@ def main() -> int:
     docs.add_argument("--no-docs", dest="docs", action="store_false", help="print only")
     ap.add_argument("--keep-work", action="store_true", help="keep the work directory (logs) at the end")
     ap.add_argument("--json", metavar="FILE", help="also write the raw results here")
+    ap.add_argument("--render", metavar="FILE",
+                    help="measure nothing: re-render the docs section and the plot from a --json file")
     args = ap.parse_args()
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        print("\n".join(table_lines(results["rows"])))
+        first = results["runs"][min(results["runs"])]
+        write_plot(results["rows"], PNG, plot_title(results))
+        write_doc(render_section(results))
+        log(f"re-rendered {DOC.relative_to(REPO)} and {PNG.relative_to(REPO)} from {args.render} ({first['date']})")
+        return 0
 
     sizes = dict(QUICK if args.quick else FULL)
     for k in list(sizes):
@@ -1225,7 +1255,7 @@ def main() -> int:
         "git": sh_out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]) or "?",
     }
     results = {"rows": {k: {"run": run_key, "data": v} for k, v in measured.items()}, "runs": {run_key: meta}}
-    if args.only:
+    if args.only and write_docs:
         prev = load_previous()
         if prev:
             for k, v in prev.get("rows", {}).items():
@@ -1245,7 +1275,7 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if write_docs:
-        write_plot(results["rows"], PNG, f"wandbfs vs baselines — {date}, {machine['nproc']} vCPU")
+        write_plot(results["rows"], PNG, plot_title(results))
         write_doc(render_section(results))
         log(f"wrote {DOC.relative_to(REPO)} (section “Side by side”) and {PNG.relative_to(REPO)}")
     return 0

@@ -39,7 +39,7 @@ pub const SETTINGS: &[Setting] = &[
         key: "base_url",
         env: "WANDB_BASE_URL",
         what: "W&B server",
-        default: "https://api.wandb.ai (or the SDK's settings files)",
+        default: "the SDK's: its settings files, else https://api.forge.coreweave.com",
     },
     Setting {
         key: "database_url",
