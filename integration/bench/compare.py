@@ -1075,8 +1075,10 @@ def render_section(results: dict) -> str:
         m = meta[run_key]
         mach = m["machine"]
         which = ", ".join(k for k in sorted(rows) if rows[k]["run"] == run_key)
+        n_rows = sum(1 for k in rows if rows[k]["run"] == run_key)
+        took = f"{m['duration_min']:.0f} min" if m["duration_min"] >= 1 else f"{m['duration_min'] * 60:.0f} s"
         lines.append(
-            f"**Rows {which}** — measured {m['date']} ({m['duration_min']:.0f} min for the whole command"
+            f"**Row{'s' if n_rows > 1 else ''} {which}** — measured {m['date']} ({took} for the whole command"
             f"{', `--only ' + m['only'] + '`' if m.get('only') else ''}{', `--quick`' if m.get('quick') else ''}) on "
             f"{mach['nproc']} vCPU ({mach['cpu']}), {mach['memory_gib']} GiB, {mach['distro']}, kernel "
             f"{mach['kernel']}, PostgreSQL {m.get('postgres', '?')}, `wandb` {m.get('wandb', '?')}; load "

@@ -467,7 +467,7 @@ fn cache(args: &DoctorArgs) -> Finding {
         return Finding::problem(WHAT, format!("{}: not writable: {e}", dir.display()), fix);
     }
     let free = match nix::sys::statvfs::statvfs(&dir) {
-        Ok(s) => s.blocks_available() as u64 * s.fragment_size() as u64,
+        Ok(s) => s.blocks_available() * s.fragment_size(),
         Err(e) => return Finding::problem(WHAT, format!("{}: {e}", dir.display()), fix),
     };
     let detail = format!(

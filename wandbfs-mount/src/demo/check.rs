@@ -45,7 +45,7 @@ impl Tour {
         let python = self
             .python
             .as_deref()
-            .map_or_else(|| "python3".to_owned(), |p| quote(p));
+            .map_or_else(|| "python3".to_owned(), quote);
         let (psql, connect) = &self.psql;
         vec![
             Try {
@@ -93,7 +93,7 @@ impl Tour {
         let python = self
             .python
             .as_deref()
-            .map_or_else(|| "python3".to_owned(), |p| quote(p));
+            .map_or_else(|| "python3".to_owned(), quote);
         vec![
             Try {
                 what: "media files",

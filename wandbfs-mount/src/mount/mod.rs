@@ -397,16 +397,15 @@ async fn serve(
             }
         })
     };
-    let background_sync = match sync_targets {
-        Some(targets) => Some(tokio::spawn(background_sync(
+    let background_sync = sync_targets.map(|targets| {
+        tokio::spawn(background_sync(
             client,
             mirror,
             sink,
             targets,
             args::seconds(args.sync_interval),
-        ))),
-        _ => None,
-    };
+        ))
+    });
 
     let code = tokio::select! {
         _ = interrupt.recv() => None,
