@@ -60,6 +60,10 @@ fn check_runs_every_printed_command_with_the_sdk() {
     );
     assert!(stdout.contains("written by the real wandb SDK"), "{stdout}");
     assert!(stdout.contains("==> all checks passed"), "{stdout}");
+    assert!(
+        stdout.contains("==> wandbfs doctor") && stdout.contains("\nall good\n"),
+        "{stdout}"
+    );
     // Six numbered commands, each checked.
     for i in 1..=6 {
         assert!(

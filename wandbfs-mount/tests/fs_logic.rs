@@ -16,6 +16,9 @@ use wandbfs::sync::{SyncEngine, SyncOptions, SyncTarget};
 use wandbfs_mount::fs::refresh::Notices;
 use wandbfs_mount::fs::{Backend, Catalog, CatalogConfig, FsConfig, Kind, ROOT_INO, WandbFs};
 
+/// The first run's large file: big enough for readahead to reach its full window.
+const BIG_FILE: u64 = 40 << 20;
+
 fn client(emu: &Emulator) -> Client {
     let overrides = Overrides {
         base_url: Some(emu.base_url().to_owned()),
@@ -37,7 +40,7 @@ async fn the_logic_answers_like_a_filesystem() {
                 .steps(400)
                 .keys(4)
                 .files(5)
-                .bigfile(3 << 20)
+                .bigfile(BIG_FILE)
                 .artifacts(1)
                 .artifact_bigfile(1 << 20),
         ),
@@ -154,6 +157,36 @@ async fn the_logic_answers_like_a_filesystem() {
     assert_eq!(
         fs.read(opened.fh, 0, 1).await.unwrap_err().errno,
         libc::EBADF
+    );
+
+    // A sequential read of a large file: the right bytes, in one request per 8 MiB or so
+    // once the readahead window is full (not one per 1 MiB block as the window slides).
+    let (large, _) = fs.lookup(run_ino, OsStr::new("large")).await.unwrap();
+    let (blob, attr) = fs.lookup(large, OsStr::new("blob-1GiB.bin")).await.unwrap();
+    assert_eq!(attr.size, BIG_FILE);
+    let truth = emu
+        .run_file_bytes(&emu.runs("alice", "logic")[0], "large/blob-1GiB.bin")
+        .unwrap();
+    let opened = fs.open(blob).await.unwrap();
+    emu.reset_counters();
+    let mut offset = 0u64;
+    while offset < BIG_FILE {
+        let got = fs.read(opened.fh, offset, 1 << 20).await.unwrap();
+        assert_eq!(
+            got,
+            truth.slice(offset as usize..offset as usize + got.len()),
+            "{offset}"
+        );
+        offset += got.len() as u64;
+    }
+    fs.release(opened.fh).await.unwrap();
+    let counters = emu.counters();
+    let downloads = counters.route(wandb_emulator::RouteKind::Download)
+        + counters.route(wandb_emulator::RouteKind::SignedDownload);
+    let mib = BIG_FILE >> 20;
+    assert!(
+        downloads <= mib / 8 + 4,
+        "{downloads} download requests for a sequential read of {mib} MiB"
     );
 
     // readdir: `.` and `..` first, offsets stable, readdirplus counts references.

@@ -185,6 +185,16 @@ impl Demo {
         ])?;
         self.mounted = true;
 
+        // The machine check a user would run first, green on this setup.
+        say("wandbfs doctor");
+        let doctor = self
+            .command(&["doctor"])
+            .status()
+            .context("running wandbfs doctor")?;
+        if args.check && !doctor.success() {
+            bail!("`wandbfs doctor` found a problem on the demo's setup ({doctor})");
+        }
+
         let tour = Tour {
             project_dir: mountpoint.join(&project),
             finished_run: finished,
