@@ -12,7 +12,20 @@ fn main() {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "commit unknown".to_owned());
-    println!("cargo:rustc-env=WANDBFS_GIT_COMMIT={commit}");
+    // Built from a tree with uncommitted changes: say so, or a benchmark or bug report names
+    // a commit whose code it did not run.
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .is_some_and(|out| !out.stdout.is_empty());
+    let suffix = if dirty { "-dirty" } else { "" };
+    println!("cargo:rustc-env=WANDBFS_GIT_COMMIT={commit}{suffix}");
+    // Sources of the binary: an edit reruns this script, so `-dirty` comes and goes with it.
+    for dir in ["src", "../src", "../integration/src", "../Cargo.toml", "Cargo.toml"] {
+        println!("cargo:rerun-if-changed={dir}");
+    }
     // A new commit (HEAD or the branch it points to moving) rebuilds with the new id.
     if let Ok(out) = Command::new("git")
         .args(["rev-parse", "--git-dir"])
@@ -20,7 +33,7 @@ fn main() {
         && out.status.success()
     {
         let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        for file in ["HEAD", "refs/heads", "packed-refs"] {
+        for file in ["HEAD", "refs/heads", "packed-refs", "index"] {
             println!("cargo:rerun-if-changed={dir}/{file}");
         }
     }

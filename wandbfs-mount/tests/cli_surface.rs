@@ -342,8 +342,14 @@ fn completions_and_version() {
         .output()
         .unwrap();
     let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    let status = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let dirty = if status.stdout.is_empty() { "" } else { "-dirty" };
     assert_eq!(
         version.trim(),
-        format!("wandbfs {} ({head})", env!("CARGO_PKG_VERSION"))
+        format!("wandbfs {} ({head}{dirty})", env!("CARGO_PKG_VERSION"))
     );
 }
