@@ -2,6 +2,16 @@
 
 use std::process::Command;
 
+/// What the binary is built from (git pathspecs from the repository's top): a change to
+/// anything else (docs, benchmarks' output) does not make a build `-dirty`.
+const SOURCES: [&str; 5] = [
+    ":/src",
+    ":/wandbfs-mount",
+    ":/integration/src",
+    ":/Cargo.toml",
+    ":/Cargo.lock",
+];
+
 fn main() {
     let commit = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
@@ -15,7 +25,8 @@ fn main() {
     // Built from a tree with uncommitted changes: say so, or a benchmark or bug report names
     // a commit whose code it did not run.
     let dirty = Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
+        .args(["status", "--porcelain", "--untracked-files=no", "--"])
+        .args(SOURCES)
         .output()
         .ok()
         .filter(|out| out.status.success())
@@ -23,7 +34,13 @@ fn main() {
     let suffix = if dirty { "-dirty" } else { "" };
     println!("cargo:rustc-env=WANDBFS_GIT_COMMIT={commit}{suffix}");
     // Sources of the binary: an edit reruns this script, so `-dirty` comes and goes with it.
-    for dir in ["src", "../src", "../integration/src", "../Cargo.toml", "Cargo.toml"] {
+    for dir in [
+        "src",
+        "../src",
+        "../integration/src",
+        "../Cargo.toml",
+        "Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={dir}");
     }
     // A new commit (HEAD or the branch it points to moving) rebuilds with the new id.

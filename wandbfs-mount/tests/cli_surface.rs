@@ -343,11 +343,22 @@ fn completions_and_version() {
         .unwrap();
     let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
     let status = std::process::Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
+        .args(["status", "--porcelain", "--untracked-files=no", "--"])
+        .args([
+            ":/src",
+            ":/wandbfs-mount",
+            ":/integration/src",
+            ":/Cargo.toml",
+            ":/Cargo.lock",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    let dirty = if status.stdout.is_empty() { "" } else { "-dirty" };
+    let dirty = if status.stdout.is_empty() {
+        ""
+    } else {
+        "-dirty"
+    };
     assert_eq!(
         version.trim(),
         format!("wandbfs {} ({head}{dirty})", env!("CARGO_PKG_VERSION"))
