@@ -6,7 +6,9 @@
 //! (`Range: bytes=a-b` on the file's URL), split into blocks as they arrive, each stored in the
 //! cache. While reads stay sequential the handle keeps a window of blocks ahead in flight,
 //! doubling from [`FIRST_WINDOW`] to [`MAX_WINDOW`] blocks (mountpoint-s3's design, scaled to
-//! W&B downloads); a seek elsewhere resets it. Prefetched blocks take permits of one global
+//! W&B downloads); a seek elsewhere resets it, a read arriving slightly out of order (the
+//! kernel's concurrent reads) does not. The window is refilled in whole requests of up to
+//! [`MAX_REQUEST_BLOCKS`] blocks, not one block per read. Prefetched blocks take permits of one global
 //! budget ([`ReadBudget`]): however many files are open, readahead holds at most that many
 //! bytes; blocks a read is waiting for never wait for the budget.
 //!
@@ -36,6 +38,10 @@ pub const FIRST_WINDOW: u64 = 2;
 pub const MAX_WINDOW: u64 = 16;
 /// Most blocks per download request (8 MiB): larger windows are several requests in flight.
 const MAX_REQUEST_BLOCKS: u64 = 8;
+/// How far behind the furthest read a read still counts as part of a sequential stream (the
+/// kernel's concurrent reads arrive slightly out of order), and how many blocks behind it a
+/// handle keeps for such reads (2 MiB).
+const REORDER_BYTES: u64 = 2 * BLOCK_SIZE;
 
 /// The readahead budget shared by every handle of a mount, in blocks.
 #[derive(Clone, Debug)]
@@ -129,25 +135,39 @@ impl RemoteReader {
         }
         let first = offset / BLOCK_SIZE;
         let last = (end - 1) / BLOCK_SIZE;
-        let sequential = offset == self.next_offset
-            || (offset > self.next_offset && offset - self.next_offset <= BLOCK_SIZE);
+        let front = self.next_offset;
+        let sequential = offset >= front && offset - front <= BLOCK_SIZE;
+        // The kernel sends a sequential reader's reads several at a time, and they can reach
+        // the handle out of order (16 of the 1,024 reads of a 1 GiB `dd`, measured). A read
+        // just behind the furthest one belongs to the same stream: resetting the window there
+        // dropped the blocks in flight, which were then downloaded again.
+        let late = self.window > 0 && offset < front && front - offset <= REORDER_BYTES;
         if sequential {
             self.window = if self.window == 0 {
                 FIRST_WINDOW
             } else {
                 (self.window * 2).min(MAX_WINDOW)
             };
-        } else {
+            self.next_offset = end;
+        } else if !late {
             self.window = 0;
+            self.next_offset = end;
         }
-        self.next_offset = end;
-        // Blocks behind the read, or (after a seek) not in the new window, are dropped.
-        let ahead = (last + self.window).min(self.blocks().saturating_sub(1));
+        tracing::trace!(path = %self.file.path, offset, size, sequential, late, window = self.window, "read");
+        // The stream's furthest block so far; the window reaches `window` blocks past it.
+        let front_last = (self.next_offset.max(end) - 1) / BLOCK_SIZE;
+        let ahead = (front_last + self.window).min(self.blocks().saturating_sub(1));
+        // Blocks far behind the read, or (after a seek) not in the new window, are dropped.
+        let keep_from = if self.window > 0 {
+            first.saturating_sub(REORDER_BYTES / BLOCK_SIZE)
+        } else {
+            first
+        };
         self.inflight
-            .retain(|&index, _| index >= first && index <= ahead);
+            .retain(|&index, _| index >= keep_from && index <= ahead.max(last));
         self.request(first, last, false);
-        if self.window > 0 && last < ahead && self.worth_topping_up(last, ahead) {
-            self.request(last + 1, ahead, true);
+        if self.window > 0 && front_last < ahead {
+            self.top_up(front_last, ahead);
         }
         let mut out = BytesMut::new();
         let mut single = None;
@@ -181,23 +201,41 @@ impl RemoteReader {
                 out.extend_from_slice(&part);
             }
         }
-        // Fully consumed blocks need not be kept (a re-read comes from the page cache).
+        // Consumed blocks need not be kept (a re-read comes from the page cache). Blocks
+        // behind a sequential stream's front that were not read yet are, for a late read,
+        // until they fall further behind than a late read can be.
         let consumed_to = end / BLOCK_SIZE;
-        self.inflight.retain(|&index, _| index >= consumed_to);
+        let keep_from = if self.window > 0 {
+            front_last.saturating_sub(REORDER_BYTES / BLOCK_SIZE)
+        } else {
+            consumed_to
+        };
+        self.inflight
+            .retain(|&index, _| index >= keep_from && !(first..consumed_to).contains(&index));
         Ok(single.unwrap_or_else(|| out.freeze()))
     }
 
-    /// Whether the readahead window has room for a request worth making. Refilling after
-    /// every read slid the window one block at a time, one ranged request per MiB (906
-    /// requests for a 1 GiB file, measured); waiting until half the window (at most one
-    /// request's worth) is free makes requests of up to 8 MiB while keeping 8–16 blocks
+    /// Puts the missing blocks of the window (`front_last + 1..=ahead`) in flight once there
+    /// are enough of them for a request worth making. Refilling after every read slid the
+    /// window one block at a time, one ranged request per MiB (906 requests for a 1 GiB file,
+    /// measured); waiting until half the window (at most one request's worth) is missing, and
+    /// asking for whole requests only, makes requests of 8 MiB while keeping 8–16 blocks
     /// ahead. The tail of the file is fetched whatever its size.
-    fn worth_topping_up(&self, last: u64, ahead: u64) -> bool {
-        let missing = (last + 1..=ahead)
+    fn top_up(&mut self, front_last: u64, ahead: u64) {
+        let missing = (front_last + 1..=ahead)
             .filter(|index| !self.inflight.contains_key(index))
             .count() as u64;
         let at_end = ahead + 1 == self.blocks();
-        missing >= (self.window / 2).clamp(1, MAX_REQUEST_BLOCKS) || (at_end && missing > 0)
+        let step = (self.window / 2).clamp(1, MAX_REQUEST_BLOCKS);
+        if missing == 0 || (missing < step && !at_end) {
+            return;
+        }
+        let to = if at_end || missing < MAX_REQUEST_BLOCKS {
+            ahead
+        } else {
+            ahead - missing % MAX_REQUEST_BLOCKS
+        };
+        self.request(front_last + 1, to, true);
     }
 
     /// Puts blocks `first..=last` in flight (those not already), in runs of consecutive
@@ -366,6 +404,7 @@ async fn download(
             )),
         );
     }
+    tracing::debug!(path = %file.path, start, end, "ranged download");
     let mut fresh = false;
     let stream = loop {
         let result = match locate(ctx, file, location, fresh).await {
