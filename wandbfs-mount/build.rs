@@ -2,14 +2,15 @@
 
 use std::process::Command;
 
-/// What the binary is built from (git pathspecs from the repository's top): a change to
-/// anything else (docs, benchmarks' output) does not make a build `-dirty`.
+/// What the binary is built from, relative to this crate (a build script runs in the crate's
+/// directory): git's pathspecs for `-dirty`, and what reruns this script when edited. A change
+/// to anything else (docs, benchmarks' output) does not make a build `-dirty`.
 const SOURCES: [&str; 5] = [
-    ":/src",
-    ":/wandbfs-mount",
-    ":/integration/src",
-    ":/Cargo.toml",
-    ":/Cargo.lock",
+    ".",
+    "../src",
+    "../integration/src",
+    "../Cargo.toml",
+    "../Cargo.lock",
 ];
 
 fn main() {
@@ -33,15 +34,9 @@ fn main() {
         .is_some_and(|out| !out.stdout.is_empty());
     let suffix = if dirty { "-dirty" } else { "" };
     println!("cargo:rustc-env=WANDBFS_GIT_COMMIT={commit}{suffix}");
-    // Sources of the binary: an edit reruns this script, so `-dirty` comes and goes with it.
-    for dir in [
-        "src",
-        "../src",
-        "../integration/src",
-        "../Cargo.toml",
-        "Cargo.toml",
-    ] {
-        println!("cargo:rerun-if-changed={dir}");
+    // An edit of a source reruns this script, so `-dirty` comes and goes with it.
+    for path in SOURCES {
+        println!("cargo:rerun-if-changed={path}");
     }
     // A new commit (HEAD or the branch it points to moving) rebuilds with the new id.
     if let Ok(out) = Command::new("git")

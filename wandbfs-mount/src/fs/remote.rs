@@ -38,10 +38,10 @@ pub const FIRST_WINDOW: u64 = 2;
 pub const MAX_WINDOW: u64 = 16;
 /// Most blocks per download request (8 MiB): larger windows are several requests in flight.
 const MAX_REQUEST_BLOCKS: u64 = 8;
-/// How far behind the furthest read a read still counts as part of a sequential stream (the
-/// kernel's concurrent reads arrive slightly out of order), and how many blocks behind it a
-/// handle keeps for such reads (2 MiB).
-const REORDER_BYTES: u64 = 2 * BLOCK_SIZE;
+/// How many blocks behind the furthest read a read still counts as part of a sequential
+/// stream (the kernel's concurrent reads arrive slightly out of order), and how many blocks
+/// behind it a handle keeps for such reads (2 MiB).
+const REORDER_BLOCKS: u64 = 2;
 
 /// The readahead budget shared by every handle of a mount, in blocks.
 #[derive(Clone, Debug)]
@@ -141,7 +141,8 @@ impl RemoteReader {
         // the handle out of order (16 of the 1,024 reads of a 1 GiB `dd`, measured). A read
         // just behind the furthest one belongs to the same stream: resetting the window there
         // dropped the blocks in flight, which were then downloaded again.
-        let late = self.window > 0 && offset < front && front - offset <= REORDER_BYTES;
+        let late =
+            self.window > 0 && offset < front && front - offset <= REORDER_BLOCKS * BLOCK_SIZE;
         if sequential {
             self.window = if self.window == 0 {
                 FIRST_WINDOW
@@ -159,12 +160,12 @@ impl RemoteReader {
         let ahead = (front_last + self.window).min(self.blocks().saturating_sub(1));
         // Blocks far behind the read, or (after a seek) not in the new window, are dropped.
         let keep_from = if self.window > 0 {
-            first.saturating_sub(REORDER_BYTES / BLOCK_SIZE)
+            first.saturating_sub(REORDER_BLOCKS)
         } else {
             first
         };
         self.inflight
-            .retain(|&index, _| index >= keep_from && index <= ahead.max(last));
+            .retain(|&index, _| index >= keep_from && index <= ahead);
         self.request(first, last, false);
         if self.window > 0 && front_last < ahead {
             self.top_up(front_last, ahead);
@@ -206,7 +207,7 @@ impl RemoteReader {
         // until they fall further behind than a late read can be.
         let consumed_to = end / BLOCK_SIZE;
         let keep_from = if self.window > 0 {
-            front_last.saturating_sub(REORDER_BYTES / BLOCK_SIZE)
+            front_last.saturating_sub(REORDER_BLOCKS)
         } else {
             consumed_to
         };
