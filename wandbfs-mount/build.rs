@@ -45,8 +45,14 @@ fn main() {
         && out.status.success()
     {
         let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // Only those that exist: cargo takes a missing one as changed at every build, which
+        // rebuilt this crate every time in a repository without packed refs. (Packing refs
+        // later changes `refs/heads`, which reruns this script and picks the new file up.)
         for file in ["HEAD", "refs/heads", "packed-refs", "index"] {
-            println!("cargo:rerun-if-changed={dir}/{file}");
+            let path = std::path::Path::new(&dir).join(file);
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
