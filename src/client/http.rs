@@ -34,6 +34,16 @@ pub(crate) enum AuthMode {
     Never,
 }
 
+/// A request body that can be sent again (retries).
+#[derive(Clone, Debug)]
+pub(crate) enum RequestBody {
+    /// Bytes in memory.
+    Bytes(Bytes),
+    /// A file's first `len` bytes, read as they are sent (an upload of any size in bounded
+    /// memory), with the MD5 of what was sent left in `digest` once a send read them all.
+    File(super::upload::FileBody),
+}
+
 /// One HTTP request, re-sendable for retries.
 #[derive(Clone, Debug)]
 pub(crate) struct Request {
@@ -41,7 +51,7 @@ pub(crate) struct Request {
     pub(crate) method: Method,
     pub(crate) url: url::Url,
     pub(crate) headers: HeaderMap,
-    pub(crate) body: Option<Bytes>,
+    pub(crate) body: Option<RequestBody>,
     pub(crate) auth: AuthMode,
     pub(crate) timeout: Option<Duration>,
 }
@@ -254,7 +264,7 @@ impl Transport {
             method: Method::POST,
             url,
             headers,
-            body: Some(Bytes::from(body)),
+            body: Some(RequestBody::Bytes(Bytes::from(body))),
             auth: AuthMode::Never,
             timeout: Some(Duration::from_secs(10)),
         };
@@ -307,8 +317,14 @@ impl Transport {
                     Err(e) => return Outcome::Fail(e),
                 }
             }
-            if let Some(body) = &request.body {
-                builder = builder.body(body.clone());
+            match &request.body {
+                Some(RequestBody::Bytes(body)) => builder = builder.body(body.clone()),
+                Some(RequestBody::File(file)) => {
+                    builder = builder
+                        .header(header::CONTENT_LENGTH, file.len())
+                        .body(file.body());
+                }
+                None => {}
             }
             if let Some(timeout) = request.timeout {
                 builder = builder.timeout(timeout);
@@ -390,7 +406,7 @@ impl Transport {
             method: Method::POST,
             url: self.graphql_url.clone(),
             headers,
-            body: Some(Bytes::from(body)),
+            body: Some(RequestBody::Bytes(Bytes::from(body))),
             auth: AuthMode::Scoped,
             timeout: Some(self.config.graphql_timeout),
         };

@@ -38,6 +38,7 @@ mod retry;
 mod runs;
 pub mod settings;
 mod types;
+mod upload;
 mod writes;
 
 #[cfg(test)]

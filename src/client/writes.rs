@@ -9,8 +9,9 @@ use serde_json::json;
 use super::Client;
 use super::error::{Error, Result};
 use super::graphql;
-use super::http::{AuthMode, Request};
+use super::http::{AuthMode, Request, RequestBody};
 use super::types::{CreatedRunFiles, UploadTarget, null_as_empty};
+use super::upload::FileBody;
 
 impl Client {
     /// `CreateRunFiles`: upload URLs for `files` of a run. The reply has one target per name;
@@ -85,6 +86,34 @@ impl Client {
         upload_url: &str,
         upload_headers: &[(String, String)],
         body: Bytes,
+    ) -> Result<()> {
+        self.upload_body(upload_url, upload_headers, RequestBody::Bytes(body))
+            .await
+    }
+
+    /// Like [`upload`](Self::upload), with the body read from the first `len` bytes of `file`
+    /// while it is sent (bounded memory whatever the size; each retry reads it again). Returns
+    /// the MD5 of the bytes sent.
+    pub async fn upload_file(
+        &self,
+        upload_url: &str,
+        upload_headers: &[(String, String)],
+        file: std::sync::Arc<std::fs::File>,
+        len: u64,
+    ) -> Result<[u8; 16]> {
+        let body = FileBody::new(file, len);
+        self.upload_body(upload_url, upload_headers, RequestBody::File(body.clone()))
+            .await?;
+        body.digest().ok_or_else(|| {
+            Error::config("the upload succeeded without sending the whole file".to_owned())
+        })
+    }
+
+    async fn upload_body(
+        &self,
+        upload_url: &str,
+        upload_headers: &[(String, String)],
+        body: RequestBody,
     ) -> Result<()> {
         let url = url::Url::parse(upload_url)
             .map_err(|e| Error::config(format!("bad upload URL: {e}")))?;

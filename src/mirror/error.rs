@@ -136,6 +136,16 @@ pub enum MirrorError {
     /// No connection could be taken from the pool.
     #[error("cannot get a database connection: {0}")]
     Pool(String),
+
+    /// The server did not answer a statement within the statement timeout (paused, overloaded
+    /// or unreachable).
+    #[error("the database did not answer within {}s while {context}", .after.as_secs_f64())]
+    Timeout {
+        /// What we were doing.
+        context: &'static str,
+        /// The timeout that passed.
+        after: std::time::Duration,
+    },
 }
 
 /// A `tokio_postgres` error with its cause: the driver's own `Display` says only "db error"
@@ -176,6 +186,15 @@ pub(crate) trait DbContext<T> {
 impl<T> DbContext<T> for std::result::Result<T, tokio_postgres::Error> {
     fn db(self, context: &'static str) -> Result<T> {
         self.map_err(|source| MirrorError::Db { context, source })
+    }
+}
+
+impl<T> DbContext<T> for std::result::Result<T, super::conn::QueryError> {
+    fn db(self, context: &'static str) -> Result<T> {
+        self.map_err(|e| match e {
+            super::conn::QueryError::Pg(source) => MirrorError::Db { context, source },
+            super::conn::QueryError::Timeout(after) => MirrorError::Timeout { context, after },
+        })
     }
 }
 

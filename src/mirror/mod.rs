@@ -12,6 +12,7 @@
 //!
 //! `docs/MIRROR.md` describes the schema, the value encoding and the chunk design.
 
+mod conn;
 pub mod database_url;
 mod dictionary;
 pub mod embedded;
@@ -35,6 +36,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::Semaphore;
 use tokio_postgres::NoTls;
 
+pub use conn::{Conn, QueryError, TimedRows};
 pub use database_url::{DatabaseUrl, ParsedDatabaseUrl};
 pub use embedded::{ClusterOptions, EmbeddedCluster};
 pub use error::{MirrorError, Result, describe_pg_error};
@@ -111,6 +113,12 @@ pub struct ConnectOptions {
     pub schema: SchemaPolicy,
     /// How long to wait for a free connection.
     pub wait_timeout: Duration,
+    /// How long a reader's statement (and the creation of a connection) may take before it
+    /// fails with [`MirrorError::Timeout`]: a server that stopped answering must not hang the
+    /// caller (the mount's requests). `None`: no limit (`wandbfs sync`, whose statements may
+    /// legitimately run long). See [`Conn`]; [`Mirror::with_statement_timeout`] makes a clone
+    /// over the same pool with another limit.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for ConnectOptions {
@@ -119,6 +127,7 @@ impl Default for ConnectOptions {
             max_connections: 8,
             schema: SchemaPolicy::Migrate,
             wait_timeout: Duration::from_secs(60),
+            statement_timeout: None,
         }
     }
 }
@@ -135,6 +144,10 @@ pub struct Mirror {
     dictionary: Arc<dictionary::Dictionary>,
     /// This process's project sync locks (see [`sync_lock`]).
     local_locks: Arc<sync_lock::LocalLocks>,
+    /// Deadline of each statement sent through [`Mirror::client`] (see [`Conn`]).
+    statement_timeout: Option<Duration>,
+    /// Whether the server answers (shared by the clones).
+    health: Arc<conn::Health>,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -190,7 +203,18 @@ impl Mirror {
     /// Connects to an external server, with TLS as the URL's `sslmode` asks
     /// ([`tls::TlsPolicy`]).
     pub async fn connect_url(url: &DatabaseUrl, options: &ConnectOptions) -> Result<Self> {
-        let config = url.config()?;
+        let mut config = url.config()?;
+        if let Some(limit) = options.statement_timeout {
+            // A dead network is noticed by the kernel too, not only by our deadlines: idle
+            // pooled connections are probed, and unacknowledged data fails the socket.
+            config
+                .connect_timeout(limit)
+                .tcp_user_timeout(limit)
+                .keepalives(true)
+                .keepalives_idle(Duration::from_secs(15))
+                .keepalives_interval(Duration::from_secs(5))
+                .keepalives_retries(3);
+        }
         let manager = match tls::connector(url.tls_policy())? {
             Some(tls) => Manager::from_config(config, tls, manager_config()),
             None => Manager::from_config(config, NoTls, manager_config()),
@@ -202,6 +226,10 @@ impl Mirror {
         let pool = Pool::builder(manager)
             .max_size(options.max_connections.max(2))
             .wait_timeout(Some(options.wait_timeout))
+            // Connecting (socket, startup, authentication) to a server that does not answer
+            // must fail like a statement does.
+            .create_timeout(options.statement_timeout)
+            .recycle_timeout(options.statement_timeout)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| MirrorError::Pool(e.to_string()))?;
@@ -210,6 +238,8 @@ impl Mirror {
             ingest_permits: Arc::new(Semaphore::new((options.max_connections / 2).max(1))),
             dictionary: Arc::default(),
             local_locks: Arc::default(),
+            statement_timeout: options.statement_timeout,
+            health: Arc::default(),
         };
         let mut client = mirror.client().await?;
         match options.schema {
@@ -228,9 +258,52 @@ impl Mirror {
         &self.pool
     }
 
-    /// Takes a connection from the pool.
-    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object> {
-        Ok(self.pool.get().await?)
+    /// This mirror over the same pool, with statements limited to `timeout` (`None`: no
+    /// limit). The mount reads through a limited clone and syncs through an unlimited one.
+    pub fn with_statement_timeout(&self, timeout: Option<Duration>) -> Mirror {
+        Mirror {
+            statement_timeout: timeout,
+            ..self.clone()
+        }
+    }
+
+    /// The deadline of this mirror's statements.
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.statement_timeout
+    }
+
+    /// Takes a connection from the pool. Under a statement timeout, fails at once while the
+    /// database is stalled ([`conn::Health`]), and a connection that cannot be made in time
+    /// stalls it.
+    pub(crate) async fn client(&self) -> Result<Conn> {
+        let object = match self.statement_timeout {
+            Some(limit) if self.health.is_stalled() && !self.health.next_probe().await => {
+                return Err(MirrorError::Timeout {
+                    context: "waiting for the database to answer again",
+                    after: limit,
+                });
+            }
+            Some(limit) => match self.pool.get().await {
+                Err(deadpool_postgres::PoolError::Timeout(
+                    deadpool_postgres::TimeoutType::Create
+                    | deadpool_postgres::TimeoutType::Recycle,
+                )) => {
+                    self.health.stalled(&self.pool, limit);
+                    return Err(MirrorError::Timeout {
+                        context: "connecting",
+                        after: limit,
+                    });
+                }
+                other => other?,
+            },
+            None => self.pool.get().await?,
+        };
+        Ok(Conn::new(
+            object,
+            self.statement_timeout,
+            Arc::clone(&self.health),
+            self.pool.clone(),
+        ))
     }
 }
 

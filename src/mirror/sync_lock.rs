@@ -263,7 +263,7 @@ impl Mirror {
         abandoned: Option<i32>,
         wait: Duration,
     ) -> Result<Option<(deadpool_postgres::ClientWrapper, i32)>> {
-        let connection = deadpool_postgres::Object::take(self.client().await?);
+        let connection = deadpool_postgres::Object::take(self.pool.get().await?);
         let try_lock = async || -> Result<(bool, i32)> {
             let row = connection
                 .query_one(

@@ -131,6 +131,19 @@ impl WandbStore {
     pub fn writes_enabled(&self) -> bool {
         self.inner.writes
     }
+
+    /// Uploads the first `len` bytes of `file` as the run file at `location` (writes
+    /// enabled), read while they are sent: memory stays bounded whatever the size (the
+    /// streaming counterpart of `put`; `put_multipart` spools into such a file). The e-tag
+    /// returned is the base64 MD5 of the bytes sent, as W&B reports it.
+    pub async fn put_file(
+        &self,
+        location: &Path,
+        file: Arc<std::fs::File>,
+        len: u64,
+    ) -> object_store::Result<PutResult> {
+        write::put_file(self, location, file, len).await
+    }
 }
 
 /// Builds a [`WandbStore`].
@@ -251,14 +264,22 @@ impl ObjectStore for WandbStore {
         write::put(self, location, payload, opts).await
     }
 
-    /// Not implemented: W&B uploads are single PUTs of signed URLs from `CreateRunFiles`;
-    /// there is no multipart protocol for run files.
+    /// Uploads a run file of any size in bounded memory (writes enabled): W&B takes a run file
+    /// in one PUT of a signed URL, so the parts are spooled to a temporary file and streamed
+    /// from it at `complete`. No attributes or tags (W&B has none).
     async fn put_multipart_opts(
         &self,
-        _location: &Path,
-        _opts: PutMultipartOptions,
+        location: &Path,
+        opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        Err(not_implemented(self, "put_multipart_opts"))
+        if !opts.attributes.is_empty() || !opts.tags.encoded().is_empty() {
+            return Err(StoreError::NotSupported {
+                path: location.to_string(),
+                reason: "W&B run files carry no user attributes or tags".to_owned(),
+            }
+            .into());
+        }
+        Ok(Box::new(write::SpooledUpload::start(self, location)?))
     }
 
     async fn get_opts(

@@ -247,6 +247,13 @@ pub trait RangeRead: Send + Sync + Debug {
         &self,
         range: Range<u64>,
     ) -> SourceResult<BoxStream<'static, SourceResult<Bytes>>>;
+
+    /// The local file holding exactly the file's bytes at their offsets, when there is one (a
+    /// rendered table): a filesystem can hand it to the kernel to read directly (FUSE
+    /// passthrough). `None` by default.
+    fn local_file(&self) -> Option<Arc<std::fs::File>> {
+        None
+    }
 }
 
 /// What cached state to drop after a write (see [`MetadataSource::invalidate`]).

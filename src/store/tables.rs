@@ -70,7 +70,15 @@ type Flight = Arc<tokio::sync::OnceCell<Result<RenderedTable, String>>>;
 struct Inner {
     dir: PathBuf,
     flights: Mutex<HashMap<String, Flight>>,
+    /// Where renderings run (`None`: on the caller's runtime).
+    executor: Option<tokio::runtime::Handle>,
+    /// Renderings at once: each holds a run's columns in memory while it writes.
+    permits: tokio::sync::Semaphore,
 }
+
+/// Tables rendered at once by default: two keep both cores of a small machine busy when many
+/// tables are asked for together (DuckDB's `*/history.parquet`), and bound the memory.
+pub const DEFAULT_RENDERS: usize = 2;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -87,6 +95,26 @@ impl TableCache {
             inner: Arc::new(Inner {
                 dir: dir.into(),
                 flights: Mutex::new(HashMap::new()),
+                executor: None,
+                permits: tokio::sync::Semaphore::new(DEFAULT_RENDERS),
+            }),
+        }
+    }
+
+    /// Tables rendered into `dir` on `executor` — a runtime of their own, so that parsing and
+    /// encoding never occupy the threads that answer everything else (the mount's requests) —
+    /// at most `renders` at once.
+    pub fn with_executor(
+        dir: impl Into<PathBuf>,
+        executor: tokio::runtime::Handle,
+        renders: usize,
+    ) -> Self {
+        TableCache {
+            inner: Arc::new(Inner {
+                dir: dir.into(),
+                flights: Mutex::new(HashMap::new()),
+                executor: Some(executor),
+                permits: tokio::sync::Semaphore::new(renders.max(1)),
             }),
         }
     }
@@ -185,7 +213,7 @@ impl TableCache {
     ) -> Result<RenderedTable, StoreError>
     where
         F: FnOnce(PathBuf) -> Fut,
-        Fut: std::future::Future<Output = Result<PathBuf, String>>,
+        Fut: std::future::Future<Output = Result<PathBuf, String>> + Send + 'static,
     {
         let path = self.inner.dir.join(&name);
         if let Ok(meta) = tokio::fs::metadata(&path).await {
@@ -210,8 +238,21 @@ impl TableCache {
                     .prefix(".render-")
                     .tempdir_in(&dir)
                     .map_err(|e| format!("a scratch directory in {}: {e}", dir.display()))?;
+                let _permit = self
+                    .inner
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let started = std::time::Instant::now();
-                let rendered = render(scratch.path().to_path_buf()).await?;
+                let work = render(scratch.path().to_path_buf());
+                let rendered = match &self.inner.executor {
+                    Some(executor) => executor
+                        .spawn(work)
+                        .await
+                        .map_err(|e| format!("the rendering task failed: {e}"))??,
+                    None => work.await?,
+                };
                 tokio::fs::rename(&rendered, &path)
                     .await
                     .map_err(|e| format!("moving {} into place: {e}", path.display()))?;
@@ -225,7 +266,10 @@ impl TableCache {
                     secs = started.elapsed().as_secs_f64(),
                     "rendered {identity}'s {kind} table"
                 );
-                remove_older(&dir, &name);
+                {
+                    let (dir, name) = (dir.clone(), name.clone());
+                    tokio::task::spawn_blocking(move || remove_older(&dir, &name));
+                }
                 Ok(RenderedTable {
                     path: path.clone(),
                     size,
@@ -342,5 +386,10 @@ impl super::source::RangeRead for FileRange {
             }
         })
         .boxed())
+    }
+
+    /// The rendered file itself (written once, renamed into place, never changed).
+    fn local_file(&self) -> Option<Arc<std::fs::File>> {
+        Some(Arc::clone(&self.file))
     }
 }

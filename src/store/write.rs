@@ -6,24 +6,24 @@
 //! W&B has no conditional writes, so `PutMode::Create`/`Update`, `CopyMode::Create` and
 //! `RenameTargetMode::Create` are not implemented rather than emulated racily.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use bytes::Bytes;
+use futures::StreamExt as _;
 use md5::{Digest as _, Md5};
 use object_store::path::Path;
 use object_store::{
     CopyMode, CopyOptions, GetOptions, ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions,
     PutPayload, PutResult, RenameOptions, RenameTargetMode,
 };
+use tokio::io::AsyncWriteExt as _;
 
 use super::error::StoreError;
 use super::layout::Location;
 use super::source::{Invalidation, RunRef};
 use super::{WandbStore, not_implemented};
 use crate::client::RunFilesQuery;
-
-/// Largest object `copy`/`rename` moves: W&B has no server-side copy, so the bytes are read
-/// into memory and uploaded again.
-pub const MAX_COPY_BYTES: u64 = 1 << 30;
 
 /// The run file a write targets, or why there is none.
 fn writable(store: &WandbStore, location: &Path) -> Result<(RunRef, String), StoreError> {
@@ -73,17 +73,29 @@ pub(super) async fn put(
         .into());
     }
     let body = Bytes::from(payload);
-    let e_tag = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
     tracing::debug!(path, bytes = body.len(), "put");
+    upload(store, location, &run, &name, Body::Bytes(body)).await
+}
+
+/// What a put sends.
+enum Body {
+    Bytes(Bytes),
+    File(Arc<std::fs::File>, u64),
+}
+
+/// `CreateRunFiles`, the PUT of the signed URL, and the run's listings forgotten.
+async fn upload(
+    store: &WandbStore,
+    location: &Path,
+    run: &RunRef,
+    name: &str,
+    body: Body,
+) -> object_store::Result<PutResult> {
+    let path = location.as_ref();
     let client = &store.inner.client;
     let api = |e| StoreError::from_client(path, e);
     let created = client
-        .create_run_files(
-            &run.entity,
-            &run.project,
-            &run.run,
-            std::slice::from_ref(&name),
-        )
+        .create_run_files(&run.entity, &run.project, &run.run, &[name.to_owned()])
         .await
         .map_err(api)?;
     let url = created
@@ -95,18 +107,121 @@ pub(super) async fn put(
             path: path.to_owned(),
             message: "W&B returned no upload URL for this file".to_owned(),
         })?;
-    let result = client.upload(&url, &created.upload_headers, body).await;
+    let result = match body {
+        Body::Bytes(bytes) => {
+            let digest: [u8; 16] = Md5::digest(&bytes).into();
+            client
+                .upload(&url, &created.upload_headers, bytes)
+                .await
+                .map(|()| digest)
+        }
+        Body::File(file, len) => {
+            client
+                .upload_file(&url, &created.upload_headers, file, len)
+                .await
+        }
+    };
     store
         .inner
         .source
         .invalidate(&Invalidation::Run(run.clone()))
         .await;
-    result.map_err(api)?;
+    let digest = result.map_err(api)?;
     Ok(PutResult {
-        e_tag: Some(e_tag),
+        e_tag: Some(base64::engine::general_purpose::STANDARD.encode(digest)),
         version: None,
         extensions: Default::default(),
     })
+}
+
+/// Uploads the first `len` bytes of `file` as the run file at `location`, read while they are
+/// sent (see [`WandbStore::put_file`]).
+pub(super) async fn put_file(
+    store: &WandbStore,
+    location: &Path,
+    file: Arc<std::fs::File>,
+    len: u64,
+) -> object_store::Result<PutResult> {
+    let (run, name) = writable(store, location)?;
+    tracing::debug!(path = location.as_ref(), bytes = len, "put (file)");
+    upload(store, location, &run, &name, Body::File(file, len)).await
+}
+
+/// A multipart upload: W&B takes a run file in one PUT, so the parts are spooled to a
+/// temporary file (at their offsets, whatever order they are written in) and sent from it,
+/// streamed, at `complete` — memory stays bounded by the parts in flight.
+#[derive(Debug)]
+pub(super) struct SpooledUpload {
+    store: WandbStore,
+    location: Path,
+    spool: Arc<std::fs::File>,
+    next: u64,
+}
+
+impl SpooledUpload {
+    pub(super) fn start(
+        store: &WandbStore,
+        location: &Path,
+    ) -> object_store::Result<SpooledUpload> {
+        writable(store, location)?;
+        let spool = tempfile::tempfile().map_err(|e| StoreError::Source {
+            path: location.to_string(),
+            source_name: "upload spool".to_owned(),
+            message: format!("a temporary file for the upload: {e}"),
+        })?;
+        Ok(SpooledUpload {
+            store: store.clone(),
+            location: location.clone(),
+            spool: Arc::new(spool),
+            next: 0,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::MultipartUpload for SpooledUpload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        let offset = self.next;
+        self.next += data.content_length() as u64;
+        let spool = Arc::clone(&self.spool);
+        let path = self.location.to_string();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt as _;
+                let mut at = offset;
+                for chunk in data.iter() {
+                    spool.write_all_at(chunk, at)?;
+                    at += chunk.len() as u64;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| {
+                StoreError::Source {
+                    path,
+                    source_name: "upload spool".to_owned(),
+                    message: e.to_string(),
+                }
+                .into()
+            })
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        put_file(
+            &self.store,
+            &self.location,
+            Arc::clone(&self.spool),
+            self.next,
+        )
+        .await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        // Nothing reached W&B; the spool goes with this value.
+        Ok(())
+    }
 }
 
 pub(super) async fn delete(store: &WandbStore, location: &Path) -> object_store::Result<()> {
@@ -153,22 +268,29 @@ pub(super) async fn copy(
             "copy_opts with CopyMode::Create (W&B has no conditional writes)",
         ));
     }
+    // W&B has no server-side copy: the bytes are downloaded into a temporary file and
+    // uploaded from it, both streamed (memory stays bounded whatever the size).
     let source = store.get_opts(from, GetOptions::new()).await?;
-    if source.meta.size > MAX_COPY_BYTES {
-        return Err(StoreError::NotSupported {
+    let spool_error = |e: std::io::Error| -> object_store::Error {
+        StoreError::Source {
             path: from.to_string(),
-            reason: format!(
-                "copying {} bytes: W&B has no server-side copy and the store copies at most \
-                 {MAX_COPY_BYTES} bytes through memory",
-                source.meta.size
-            ),
+            source_name: "copy spool".to_owned(),
+            message: e.to_string(),
         }
-        .into());
+        .into()
+    };
+    let spool = tempfile::tempfile().map_err(spool_error)?;
+    let mut writer = tokio::fs::File::from_std(spool);
+    let mut len = 0u64;
+    let mut stream = source.into_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        writer.write_all(&chunk).await.map_err(spool_error)?;
+        len += chunk.len() as u64;
     }
-    let bytes = source.bytes().await?;
-    store
-        .put_opts(to, bytes.into(), PutOptions::default())
-        .await?;
+    writer.flush().await.map_err(spool_error)?;
+    let spool = writer.into_std().await;
+    put_file(store, to, Arc::new(spool), len).await?;
     Ok(())
 }
 

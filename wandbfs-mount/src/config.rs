@@ -90,6 +90,12 @@ pub const SETTINGS: &[Setting] = &[
         default: "10",
     },
     Setting {
+        key: "database_timeout",
+        env: "WANDBFS_DATABASE_TIMEOUT",
+        what: "seconds the mount waits for the database before EIO (--database-timeout)",
+        default: "10",
+    },
+    Setting {
         key: "max_rps",
         env: "WANDBFS_MAX_RPS",
         what: "requests per second to W&B (--max-rps)",

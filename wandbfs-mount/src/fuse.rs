@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::fs::passthrough::{IoModes, Mode};
 use crate::fs::{Attr, FsError, Kind, Opened, WandbFs};
 
 /// `st_blksize`: the I/O size `cp` and friends use (FUSE reads are at most 128 KiB by
@@ -27,6 +28,8 @@ pub struct FuseFs {
     fs: Arc<WandbFs>,
     runtime: tokio::runtime::Handle,
     xattrs: bool,
+    /// Each open file's I/O mode (passthrough, cached, direct).
+    modes: Arc<IoModes<BackingId>>,
 }
 
 impl FuseFs {
@@ -36,7 +39,14 @@ impl FuseFs {
             fs,
             runtime,
             xattrs: true,
+            modes: Arc::new(IoModes::new(true)),
         }
+    }
+
+    /// Without FUSE passthrough: every file is read through the daemon (`--no-passthrough`).
+    pub fn without_passthrough(mut self) -> Self {
+        self.modes = Arc::new(IoModes::new(false));
+        self
     }
 
     /// Without extended attributes: `getxattr`/`listxattr` answer `ENOSYS`, which the kernel
@@ -107,6 +117,17 @@ impl Filesystem for FuseFs {
         }
         // More reads in flight: readahead of several files at once.
         let _ = config.set_max_background(64);
+        // Shared mmap of files opened with FOPEN_DIRECT_IO (opens beside a passthrough one).
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // Passthrough (kernel ≥ 6.9): cached files are read by the kernel from their local
+        // copy. Backing files are regular files on another filesystem (depth 1).
+        let passthrough = self.modes.enabled()
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        if !passthrough && self.modes.enabled() {
+            tracing::info!("the kernel lacks FUSE passthrough; files are read through the daemon");
+            self.modes = Arc::new(IoModes::new(false));
+        }
         Ok(())
     }
 
@@ -280,13 +301,31 @@ impl Filesystem for FuseFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = Arc::clone(&self.fs);
+        let modes = Arc::clone(&self.modes);
         self.spawn(async move {
             let result = match flags.acc_mode() {
                 OpenAccMode::O_RDONLY => fs.open(ino.0).await,
                 _ => fs.open_write(ino.0, flags.0 & libc::O_TRUNC != 0).await,
             };
             match result {
-                Ok(opened) => reply.opened(FileHandle(opened.fh), fopen(&opened)),
+                Ok(opened) => {
+                    let fh = FileHandle(opened.fh);
+                    let mode = match &opened.backing {
+                        Some(backing) => {
+                            let mut register = || reply.open_backing(backing.file.as_ref());
+                            modes.open(ino.0, opened.fh, Some((&backing.identity, &mut register)))
+                        }
+                        None => modes.open(ino.0, opened.fh, None),
+                    };
+                    match mode {
+                        Mode::Passthrough(backing) => {
+                            tracing::trace!(ino = ino.0, "open: passthrough");
+                            reply.opened_passthrough(fh, FopenFlags::empty(), &backing)
+                        }
+                        Mode::Direct => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
+                        Mode::Cached => reply.opened(fh, fopen(&opened)),
+                    }
+                }
                 Err(e) => reply.error(errno(&e, "open")),
             }
         });
@@ -327,7 +366,7 @@ impl Filesystem for FuseFs {
         let fs = Arc::clone(&self.fs);
         let data = data.to_vec();
         self.spawn(async move {
-            match fs.write(fh.0, offset, &data).await {
+            match fs.write(fh.0, offset, data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(&e, "write")),
             }
@@ -361,6 +400,9 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // The kernel has let go of the handle: its mode (and, with the inode's last
+        // passthrough open, the backing registration) goes now.
+        self.modes.release(fh.0);
         let fs = Arc::clone(&self.fs);
         self.spawn(async move {
             match fs.release(fh.0).await {
@@ -391,7 +433,12 @@ impl Filesystem for FuseFs {
         let fs = Arc::clone(&self.fs);
         self.spawn(async move {
             match fs.opendir(ino.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                // The kernel caches what it reads of the directory; it keeps its copy only
+                // while the listing is unchanged (`WandbFs::opendir`).
+                Ok(opened) => reply.opened(
+                    FileHandle(opened.fh),
+                    FopenFlags::FOPEN_CACHE_DIR | fopen(&opened),
+                ),
                 Err(e) => reply.error(errno(&e, "opendir")),
             }
         });
@@ -482,14 +529,19 @@ impl Filesystem for FuseFs {
         if !self.xattrs {
             return reply.error(Errno::ENOSYS);
         }
-        let Some(name) = name.to_str().map(str::to_owned) else {
+        if !crate::fs::xattr::supported_namespace(name.as_encoded_bytes()) {
+            // `ls -l` asks for security.selinux and POSIX ACLs on every entry: "not supported"
+            // makes `ls` stop asking for the whole mount; never ENOSYS (which turns xattrs
+            // off for the whole mount, user.wandb.* included). See fs/xattr.rs.
+            return reply.error(Errno::EOPNOTSUPP);
+        }
+        let Some(name) = name
+            .to_str()
+            .filter(|n| n.starts_with(crate::fs::xattr::PREFIX))
+            .map(str::to_owned)
+        else {
             return reply.error(Errno::NO_XATTR);
         };
-        if !name.starts_with(crate::fs::xattr::PREFIX) {
-            // `ls -l` asks for security.selinux and POSIX ACLs on every entry: answered from
-            // memory, never ENOSYS (which turns xattrs off for the whole mount).
-            return reply.error(Errno::NO_XATTR);
-        }
         let fs = Arc::clone(&self.fs);
         self.spawn(async move {
             match fs.getxattr(ino.0, &name).await {
@@ -503,20 +555,18 @@ impl Filesystem for FuseFs {
         if !self.xattrs {
             return reply.error(Errno::ENOSYS);
         }
-        let fs = Arc::clone(&self.fs);
-        self.spawn(async move {
-            match fs.listxattr(ino.0).await {
-                Ok(names) => {
-                    let mut data = Vec::new();
-                    for name in names {
-                        data.extend_from_slice(name.as_bytes());
-                        data.push(0);
-                    }
-                    xattr_reply(reply, size, &data);
+        // From memory, in the callback: `ls` ≥ 9.6 asks every entry.
+        match self.fs.listxattr(ino.0) {
+            Ok(names) => {
+                let mut data = Vec::new();
+                for name in names {
+                    data.extend_from_slice(name.as_bytes());
+                    data.push(0);
                 }
-                Err(e) => reply.error(errno(&e, "listxattr")),
+                xattr_reply(reply, size, &data);
             }
-        });
+            Err(e) => reply.error(errno(&e, "listxattr")),
+        }
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
@@ -534,19 +584,26 @@ impl Filesystem for FuseFs {
         reply: ReplyCreate,
     ) {
         let fs = Arc::clone(&self.fs);
+        let modes = Arc::clone(&self.modes);
         let name = match name_str(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
         self.spawn(async move {
             match fs.create(parent.0, &name).await {
-                Ok((ino, attr, opened)) => reply.created(
-                    &fs.ttl(),
-                    &file_attr(&fs, ino, &attr),
-                    Generation(0),
-                    FileHandle(opened.fh),
-                    fopen(&opened),
-                ),
+                Ok((ino, attr, opened)) => {
+                    let flags = match modes.open(ino, opened.fh, None) {
+                        Mode::Direct => FopenFlags::FOPEN_DIRECT_IO,
+                        _ => fopen(&opened),
+                    };
+                    reply.created(
+                        &fs.ttl(),
+                        &file_attr(&fs, ino, &attr),
+                        Generation(0),
+                        FileHandle(opened.fh),
+                        flags,
+                    )
+                }
                 Err(e) => reply.error(errno(&e, "create")),
             }
         });

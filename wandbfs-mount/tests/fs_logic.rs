@@ -73,6 +73,7 @@ async fn the_logic_answers_like_a_filesystem() {
             live: Some(live),
             mirror: db.mirror.clone(),
             engine: Some(engine),
+            background: None,
         },
         CatalogConfig {
             metadata_ttl: Duration::from_secs(10),
@@ -91,6 +92,7 @@ async fn the_logic_answers_like_a_filesystem() {
             uid: 0,
             gid: 0,
             offline: false,
+            rename_copy_max: 1 << 30,
         },
         notices,
     )
@@ -195,7 +197,7 @@ async fn the_logic_answers_like_a_filesystem() {
     );
 
     // readdir: `.` and `..` first, offsets stable, readdirplus counts references.
-    let fh = fs.opendir(run_ino).await.unwrap();
+    let fh = fs.opendir(run_ino).await.unwrap().fh;
     let mut names = Vec::new();
     let mut offsets = Vec::new();
     fs.readdir(run_ino, fh, 0, false, |e| {
@@ -226,7 +228,7 @@ async fn the_logic_answers_like_a_filesystem() {
 
     // Artifact aliases are links to their version.
     let (artifacts, _) = fs.lookup(project, OsStr::new("artifacts")).await.unwrap();
-    let fh = fs.opendir(artifacts).await.unwrap();
+    let fh = fs.opendir(artifacts).await.unwrap().fh;
     let mut types = Vec::new();
     fs.readdir(artifacts, fh, 2, false, |e| {
         types.push(e.name.clone());
@@ -234,7 +236,7 @@ async fn the_logic_answers_like_a_filesystem() {
     })
     .unwrap();
     let (ty, _) = fs.lookup(artifacts, OsStr::new(&types[0])).await.unwrap();
-    let fh = fs.opendir(ty).await.unwrap();
+    let fh = fs.opendir(ty).await.unwrap().fh;
     let mut collections = Vec::new();
     fs.readdir(ty, fh, 2, false, |e| {
         collections.push(e.name.clone());
@@ -247,7 +249,7 @@ async fn the_logic_answers_like_a_filesystem() {
     assert!(fs.readlink(latest).unwrap().starts_with('v'));
 
     // xattrs of a run.
-    let names = fs.listxattr(run_ino).await.unwrap();
+    let names = fs.listxattr(run_ino).unwrap();
     assert!(names.contains(&"user.wandb.state".to_owned()), "{names:?}");
     assert_eq!(
         fs.getxattr(run_ino, "user.wandb.run_id").await.unwrap(),

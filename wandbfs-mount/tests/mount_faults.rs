@@ -285,6 +285,130 @@ async fn a_database_that_goes_away_gives_eio_and_the_mount_recovers() {
     mount.unmount();
 }
 
+/// Runs `op` on a thread; its result, or a panic if it has not returned after a minute (a hung
+/// request is the failure this guards against, not a time limit on a slow one).
+fn unless_hung<T: Send + 'static>(what: &str, op: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(op());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{what} hung (over a minute) with the database paused"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_database_gives_eio_in_time_and_reads_resume_after_it() {
+    // A cluster of its own: pausing the shared one would stall the other tests.
+    let cluster = TempCluster::start().expect("cluster");
+    let mirror = Mirror::connect_embedded(cluster.cluster(), "mount", &ConnectOptions::default())
+        .await
+        .expect("database");
+    drop(mirror);
+    let mut env = Env::new(EmulatorConfig::default().seed(spec())).await;
+    env.db_url = cluster.cluster().connection_string("mount");
+    let runs = env.emu.runs("alice", "faults");
+    env.sync("alice/faults");
+    // Nothing cached by the daemon: every stat and read asks the database.
+    let mount = env.mount(&["--metadata-ttl", "0"]);
+    let run_dir = |i: usize| mount.join(&format!("alice/faults/{}", runs[i].name));
+    assert!(std::fs::read_dir(run_dir(0)).unwrap().count() > 5);
+
+    // Every server process stopped, as a swapped-out or frozen host would be: connections
+    // stay open and nothing answers.
+    let pid_file = cluster.cluster().dir().join("data/postmaster.pid");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    sh_ok(&format!("kill -STOP {pid} $(pgrep -P {pid})"));
+    let paused = scopeguard(move || sh(&format!("kill -CONT {pid} $(pgrep -P {pid})")));
+
+    for (what, path) in [
+        ("stat of a run directory", run_dir(1)),
+        ("stat of history.jsonl", run_dir(2).join("history.jsonl")),
+    ] {
+        let started = Instant::now();
+        let result = unless_hung(what, move || std::fs::metadata(&path).map(drop));
+        let err = result.unwrap_err();
+        eprintln!(
+            "{what}, database paused: {err} after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{what}: {err}");
+    }
+    let history = run_dir(0).join("history.jsonl");
+    let started = Instant::now();
+    let read = unless_hung("a read", move || std::fs::read(&history).map(drop));
+    eprintln!(
+        "read of history.jsonl, database paused: {read:?} after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(read.unwrap_err().raw_os_error(), Some(libc::EIO));
+
+    drop(paused); // SIGCONT
+    assert_eq!(
+        std::fs::read_to_string(run_dir(2).join("history.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        500,
+        "{}",
+        mount.log_text()
+    );
+    assert!(std::fs::read_dir(run_dir(1)).unwrap().count() > 5);
+    mount.unmount();
+}
+
+/// Runs `f` when dropped (also when the test panics).
+fn scopeguard<F: FnOnce() -> R, R>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce() -> R, R>(Option<F>);
+    impl<F: FnOnce() -> R, R> Drop for Guard<F, R> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_or_objects_give_eacces() {
+    let env = Env::new(EmulatorConfig::default().seed(spec())).await;
+    let runs = env.emu.runs("alice", "faults");
+    env.sync("alice/faults");
+    let mount = env.mount_with_env(&["--no-cache"], &FAST_RETRIES);
+    let file = |i: usize| {
+        let path = mount.join(&format!("alice/faults/{}/output.log", runs[i].name));
+        assert!(std::fs::metadata(&path).unwrap().len() > 0);
+        path
+    };
+    let (first, second) = (file(0), file(1));
+    // W&B refuses the object: 403 on its download and on asking for a new URL.
+    env.emu.set_faults(FaultSettings {
+        error_burst: Some(ErrorBurst {
+            remaining: u32::MAX,
+            status: 403,
+            scope: FaultScope::All,
+        }),
+        ..FaultSettings::default()
+    });
+    let err = std::fs::read(&first).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES), "403: {err}");
+    env.emu.set_faults(FaultSettings::default());
+    // W&B refuses the credentials: the key was revoked (401), and the signed URLs the mount
+    // knows have expired, so reading needs a new one.
+    env.emu.app().api_keys.write().clear();
+    env.emu.revoke_signed_urls();
+    let err = std::fs::read(&second).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES), "401: {err}");
+    mount.unmount();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_leaves_enotconn_which_unmount_clears() {
     let env = Env::new(EmulatorConfig::default().seed(spec())).await;

@@ -290,3 +290,96 @@ async fn typed_tables_equal_the_sdk_through_the_mount_and_the_store() {
     }
     mount.unmount();
 }
+
+/// `cp` of a file larger than the daemon may hold, into a run: the write streams to a
+/// temporary file and the upload streams from it, so the daemon's peak memory stays bounded;
+/// the SDK sees the file with its MD5. An existing file opened for appending keeps its bytes;
+/// a rename above `--max-rename-copy` is `EXDEV`, and `mv` copies and deletes instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_writes_stream_in_bounded_memory() {
+    use md5::Digest as _;
+    use std::io::Write as _;
+
+    let env = Env::new(EmulatorConfig::default()).await;
+    let sandbox = tempfile::tempdir().unwrap();
+    let manifest = write_runs(&env, sandbox.path());
+    let entity = manifest["entity"].as_str().unwrap().to_owned();
+    let clean = manifest["clean"].as_str().unwrap().to_owned();
+    env.sync(&format!("{entity}/{PROJECT}"));
+    let mount = env.mount(&["--allow-write", "--max-rename-copy", "1M"]);
+    let run_dir = mount.join(&format!("{entity}/{PROJECT}/{clean}"));
+    let before = mount.peak_rss_kib();
+
+    // 1 GiB of distinct blocks, written and hashed as it goes (never held in memory here).
+    let size: u64 = 1 << 30;
+    let local = sandbox.path().join("checkpoint.bin");
+    let mut md5 = md5::Md5::new();
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&local).unwrap());
+        let mut block = vec![0u8; 1 << 20];
+        for i in 0..size >> 20 {
+            for (j, b) in block.iter_mut().enumerate() {
+                *b = ((j as u64).wrapping_mul(2_654_435_761) ^ i.wrapping_mul(40_503)) as u8;
+            }
+            md5.update(&block);
+            out.write_all(&block).unwrap();
+        }
+    }
+    let md5_b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(md5.finalize())
+    };
+    let (code, _, err) = sh(&format!(
+        "cp {} {}/checkpoint.bin",
+        local.display(),
+        run_dir.display()
+    ));
+    assert_eq!(code, 0, "cp: {err}\n{}", mount.log_text());
+    let peak = mount.peak_rss_kib();
+    eprintln!("daemon peak RSS: {before} KiB before, {peak} KiB after a 1 GiB cp");
+    assert!(
+        peak < 256 * 1024,
+        "peak RSS {peak} KiB for a 1 GiB write: the file was held in memory"
+    );
+    assert_eq!(
+        std::fs::metadata(run_dir.join("checkpoint.bin"))
+            .unwrap()
+            .len(),
+        size
+    );
+
+    // Appending to an existing file streams its bytes into the temporary file first.
+    let head: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(run_dir.join("log.bin"), &head).unwrap();
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(run_dir.join("log.bin"))
+            .unwrap();
+        f.write_all(b"tail").unwrap();
+    }
+    let mut expected = head.clone();
+    expected.extend_from_slice(b"tail");
+    assert_eq!(std::fs::read(run_dir.join("log.bin")).unwrap(), expected);
+
+    // A rename larger than --max-rename-copy: EXDEV, and mv falls back to copy + delete.
+    let err = std::fs::rename(run_dir.join("log.bin"), run_dir.join("moved.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EXDEV), "{err}");
+    sh_ok(&format!("mv {0}/log.bin {0}/moved.bin", run_dir.display()));
+    assert_eq!(std::fs::read(run_dir.join("moved.bin")).unwrap(), expected);
+    assert!(!run_dir.join("log.bin").exists());
+
+    let check = format!(
+        r#"
+import wandb
+files = {{f.name: f for f in wandb.Api(timeout=60).run("{entity}/{PROJECT}/{clean}").files()}}
+f = files["checkpoint.bin"]
+print("size", f.size, "md5", f.md5)
+print("moved", "moved.bin" in files, "log", "log.bin" in files)
+"#
+    );
+    let out = run_python(&env, sandbox.path(), &["-c", &check], &[]);
+    assert!(out.contains(&format!("size {size} md5 {md5_b64}")), "{out}");
+    assert!(out.contains("moved True log False"), "{out}");
+    mount.unmount();
+}

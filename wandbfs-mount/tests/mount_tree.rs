@@ -174,11 +174,15 @@ async fn the_mounted_tree_is_the_store_tree() {
         run1.join("output.log").display()
     ));
     assert!(!md5.is_empty());
-    // Unknown names: ENODATA at once (and the mount keeps answering xattrs after it).
+    // Names outside user.: EOPNOTSUPP at once (`ls` stops asking); other user. names:
+    // ENODATA; and the mount keeps answering xattrs after both.
     let (code, _, err) = sh(&format!(
         "getfattr -n security.selinux {}",
         history.display()
     ));
+    assert_ne!(code, 0);
+    assert!(err.contains("Operation not supported"), "{err}");
+    let (code, _, err) = sh(&format!("getfattr -n user.nosuch {}", history.display()));
     assert_ne!(code, 0);
     assert!(err.contains("No such attribute"), "{err}");
     assert!(sh_ok(&format!("getfattr -d {}", history.display())).contains("user.wandb."));

@@ -20,6 +20,7 @@ fn errno_named(name: &str) -> i32 {
         "EACCES" => libc::EACCES,
         "EXDEV" => libc::EXDEV,
         "ENODATA" => libc::ENODATA,
+        "EOPNOTSUPP" => libc::EOPNOTSUPP,
         "EINVAL" => libc::EINVAL,
         "EIO" => libc::EIO,
         other => panic!("SEMANTICS.md names an errno this test does not know: {other}"),

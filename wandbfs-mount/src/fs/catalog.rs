@@ -54,6 +54,28 @@ pub struct Listing {
     pub entries: BTreeMap<String, Entry>,
     /// Read from the mirror (a sync changes it); otherwise from the API (only the TTL does).
     pub mirrored: bool,
+    /// A digest of the names and kinds: what the kernel's cache of the directory holds. Two
+    /// listings with the same generation read the same through `readdir`.
+    pub generation: u64,
+}
+
+impl Listing {
+    fn seal(&mut self) {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for (name, entry) in &self.entries {
+            name.hash(&mut hasher);
+            match &entry.attr.kind {
+                super::attr::Kind::Dir => 0u8.hash(&mut hasher),
+                super::attr::Kind::File => 1u8.hash(&mut hasher),
+                super::attr::Kind::Symlink(target) => {
+                    2u8.hash(&mut hasher);
+                    target.hash(&mut hasher);
+                }
+            }
+        }
+        self.generation = hasher.finish();
+    }
 }
 
 /// How the catalog behaves.
@@ -85,6 +107,9 @@ pub struct Backend {
     pub mirror: Mirror,
     /// One-run syncs for runs the mirror does not cover (online).
     pub engine: Option<SyncEngine>,
+    /// Where CPU-heavy work runs (one-run syncs: JSON decoding, COPY encoding), away from the
+    /// threads that answer the kernel; `None`: the caller's runtime.
+    pub background: Option<tokio::runtime::Handle>,
 }
 
 /// How long a failed one-run sync is remembered before the next access tries again.
@@ -373,6 +398,7 @@ impl Catalog {
                 },
             });
         }
+        listing.seal();
         Ok(listing)
     }
 
@@ -724,7 +750,18 @@ impl Catalog {
                     project: run.project.clone(),
                     run: Some(run.run.clone()),
                 };
-                match engine.sync(&[target]).await {
+                let sync = {
+                    let engine = engine.clone();
+                    async move { engine.sync(&[target]).await }
+                };
+                let result = match &self.backend.background {
+                    Some(background) => match background.spawn(sync).await {
+                        Ok(result) => result,
+                        Err(e) => return Err(format!("the sync task failed: {e}")),
+                    },
+                    None => sync.await,
+                };
+                match result {
                     Ok(report) if report.is_success() => Ok(()),
                     Ok(report) => Err(report
                         .projects

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod catalog;
 pub mod error;
 pub mod inode;
+pub mod passthrough;
 pub mod refresh;
 pub mod remote;
 pub mod synthetic;
@@ -30,6 +31,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use wandbfs::store::layout::Location;
 use wandbfs::store::source::MetadataSource as _;
+use wandbfs::store::source::SyntheticBody;
 
 pub use attr::{Attr, Kind};
 pub use catalog::{Backend, Catalog, CatalogConfig, Entry};
@@ -53,6 +55,9 @@ pub struct FsConfig {
     pub gid: u32,
     /// No W&B requests: run files are readable from the content cache only.
     pub offline: bool,
+    /// Largest file `rename` copies (W&B has no rename); above it `EXDEV`
+    /// ([`write::DEFAULT_RENAME_COPY_MAX`]).
+    pub rename_copy_max: u64,
 }
 
 /// A directory entry as readdir returns it.
@@ -77,13 +82,27 @@ enum Handle {
 }
 
 /// What an `open` gives the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Opened {
     /// The handle.
     pub fh: u64,
     /// Keep the page cache across opens (the content is identified by version; changes are
     /// invalidated explicitly).
     pub keep_cache: bool,
+    /// A local file holding exactly the file's bytes, which the kernel may read itself
+    /// (FUSE passthrough, see [`passthrough`]).
+    pub backing: Option<Backing>,
+}
+
+/// A local file with exactly a file's bytes (a complete object of the content cache, a
+/// rendered table).
+#[derive(Clone, Debug)]
+pub struct Backing {
+    /// What it holds (path, version, size): opens of one inode share a backing only when it
+    /// holds the version they opened.
+    pub identity: String,
+    /// The file, open for reading.
+    pub file: Arc<std::fs::File>,
 }
 
 /// The filesystem (see the module docs).
@@ -92,6 +111,8 @@ pub struct WandbFs {
     inodes: Arc<InodeTable>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
+    /// The listing generation each directory was last opened with (see [`WandbFs::opendir`]).
+    dir_generations: Mutex<HashMap<u64, u64>>,
     remote: RemoteContext,
     config: FsConfig,
     notices: refresh::Notices,
@@ -120,6 +141,7 @@ impl WandbFs {
             catalog,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            dir_generations: Mutex::new(HashMap::new()),
             remote,
             config,
             notices,
@@ -219,7 +241,13 @@ impl WandbFs {
     }
 
     /// Opens directory `ino`: its entries as of now, so offsets stay stable while it is read.
-    pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
+    ///
+    /// The kernel may keep what it read of a directory (`FOPEN_CACHE_DIR`) and serve the next
+    /// `ls` from it without a single `readdir` request. `keep_cache` says whether that is still
+    /// right: it is when the listing has the generation the kernel last read (same names, same
+    /// kinds); otherwise the kernel drops its copy and reads the directory again. Freshness is
+    /// the listing's own (the metadata TTL, a sync, a write), exactly as without the cache.
+    pub async fn opendir(&self, ino: u64) -> FsResult<Opened> {
         let inode = self.inode(ino)?;
         if !inode.attr.is_dir() {
             return Err(FsError::not_dir(&inode.path));
@@ -230,7 +258,16 @@ impl WandbFs {
             .iter()
             .map(|(name, entry)| (name.clone(), entry.clone()))
             .collect();
-        Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
+        let previous = self
+            .dir_generations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ino, listing.generation);
+        Ok(Opened {
+            fh: self.add_handle(Handle::Dir(Arc::new(entries))),
+            keep_cache: previous == Some(listing.generation),
+            backing: None,
+        })
     }
 
     /// Entries of an open directory from `offset` on (`.` and `..` first). With `plus`, each
@@ -342,7 +379,7 @@ impl WandbFs {
             }
             _ => (None, None),
         };
-        let handle = match origin {
+        let (handle, backing) = match origin {
             Some(file) => {
                 let origin = synthetic::Origin { source, file };
                 let object = match known {
@@ -358,15 +395,38 @@ impl WandbFs {
                     // It changed since the kernel last asked: its size and cached pages go.
                     self.notices.send(refresh::Notice::Data { ino, from: 0 });
                 }
-                Handle::Synthetic(Arc::new(tokio::sync::Mutex::new(SyntheticReader::new(
-                    object, origin, path,
-                ))))
+                let backing = match &object.body {
+                    SyntheticBody::Ranged(reader) => reader.local_file().map(|file| Backing {
+                        identity: format!("{path}@{}:{}", object.e_tag, object.size),
+                        file,
+                    }),
+                    SyntheticBody::Rendered(_) => None,
+                };
+                let handle = Handle::Synthetic(Arc::new(tokio::sync::Mutex::new(
+                    SyntheticReader::new(object, origin, path),
+                )));
+                (handle, backing)
             }
             None => {
                 let file = Location::parse(&inode.path)
                     .file_ref()
                     .ok_or_else(|| FsError::not_found(&path))?;
-                Handle::Remote(Arc::new(tokio::sync::Mutex::new(RemoteReader::new(
+                let key = cache::ObjectKey::of(inode.attr.e_tag.as_deref(), inode.attr.size);
+                let backing = match (&self.remote.cache, key) {
+                    (Some(cache), Some(key)) if inode.attr.size > 0 => {
+                        let cache = cache.clone();
+                        tokio::task::spawn_blocking(move || cache.complete_file(&key))
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|file| Backing {
+                                identity: format!("{key:?}"),
+                                file: Arc::new(file),
+                            })
+                    }
+                    _ => None,
+                };
+                let handle = Handle::Remote(Arc::new(tokio::sync::Mutex::new(RemoteReader::new(
                     self.remote.clone(),
                     RemoteFile {
                         file,
@@ -374,12 +434,14 @@ impl WandbFs {
                         size: inode.attr.size,
                         e_tag: inode.attr.e_tag.clone(),
                     },
-                ))))
+                ))));
+                (handle, backing)
             }
         };
         Ok(Opened {
             fh: self.add_handle(handle),
             keep_cache: true,
+            backing,
         })
     }
 

@@ -490,7 +490,8 @@ async fn download(
         if let (Some(cache), Some(key)) = (&ctx.cache, key) {
             let cache = cache.clone();
             // Stored in the background; a failure only costs the cache entry.
-            tokio::task::spawn_blocking(move || cache.put(&key, index, &bytes));
+            let size = file.size;
+            tokio::task::spawn_blocking(move || cache.put(&key, size, index, &bytes));
         }
     }
 }

@@ -4,23 +4,30 @@
 //! W&B stores whole files (a run file is uploaded in one PUT), so a file opened for writing
 //! is buffered in a temporary file of its own and uploaded when it is flushed (`close`) or
 //! released: an upload failure is returned by `close`, and the file keeps its old content in
-//! W&B. A file opened for writing without `O_TRUNC` is downloaded first, so a partial write
-//! changes only what it writes. After each upload or deletion the mirror's listing of the run
-//! is refreshed from W&B, so the change shows at once — in the mount, in the mirror, and in
-//! the SDK's `run.files()`.
+//! W&B. The upload is **streamed from the temporary file** (`WandbStore::put_file`), so memory
+//! stays bounded whatever the file's size; a file opened for writing without `O_TRUNC` has its
+//! current content streamed into the temporary file first, so a partial write changes only
+//! what it writes. File I/O runs on the blocking pool, never on the async workers. After each
+//! upload or deletion the mirror's listing of the run is refreshed from W&B, so the change
+//! shows at once — in the mount, in the mirror, and in the SDK's `run.files()`.
+//!
+//! W&B has no rename: a file is renamed by copying its bytes through this process (streamed)
+//! and deleting the old one. Above [`DEFAULT_RENAME_COPY_MAX`] (configurable) `rename` answers
+//! `EXDEV`, which `mv`
+//! takes as "another filesystem" and falls back to a copy and a delete it shows progress for.
 //!
 //! Directories do not exist in W&B (they are prefixes of file names): `mkdir` inside a run
 //! creates a directory that lives in this mount until a file is written below it.
 
 use std::collections::HashSet;
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::FileExt as _;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
+use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt as _, PutPayload};
 use wandbfs::store::layout::Location;
 use wandbfs::store::source::RunRef;
 
@@ -29,11 +36,28 @@ use super::catalog::child_path;
 use super::error::{FsError, FsResult};
 use super::{Handle, Opened, WandbFs};
 
+/// Largest file `rename` copies by default (W&B has no rename: the bytes go through this
+/// process): **1 GiB**, about ten seconds here, which a `mv` blocks for. Above it `rename`
+/// answers `EXDEV` and `mv` copies and deletes by itself, with its own progress and
+/// interruptible (`--max-rename-copy`).
+pub const DEFAULT_RENAME_COPY_MAX: u64 = 1 << 30;
+
+/// Runs blocking file I/O on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> FsResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|e| FsError::io(format!("{path}: {e}")))
+}
+
 /// A file being written: a temporary copy, uploaded on flush.
 pub struct Upload {
     path: Path,
     run: RunRef,
-    file: std::fs::File,
+    file: Arc<std::fs::File>,
     size: u64,
     dirty: bool,
 }
@@ -44,7 +68,7 @@ impl Upload {
         Ok(Upload {
             path,
             run,
-            file,
+            file: Arc::new(file),
             size: 0,
             dirty: false,
         })
@@ -56,38 +80,30 @@ impl Upload {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let mut buf = vec![0u8; (end - offset) as usize];
-        self.file
-            .read_exact_at(&mut buf, offset)
-            .map_err(|e| FsError::io(format!("{}: {e}", self.path)))?;
+        let file = Arc::clone(&self.file);
+        let buf = blocking(&self.path, move || {
+            let mut buf = vec![0u8; (end - offset) as usize];
+            file.read_exact_at(&mut buf, offset).map(|()| buf)
+        })
+        .await?;
         Ok(Bytes::from(buf))
     }
 
-    fn write(&mut self, offset: u64, data: &[u8]) -> FsResult<u32> {
-        self.file
-            .write_all_at(data, offset)
-            .map_err(|e| FsError::io(format!("{}: {e}", self.path)))?;
-        self.size = self.size.max(offset + data.len() as u64);
+    async fn write(&mut self, offset: u64, data: Vec<u8>) -> FsResult<u32> {
+        let file = Arc::clone(&self.file);
+        let len = data.len();
+        blocking(&self.path, move || file.write_all_at(&data, offset)).await?;
+        self.size = self.size.max(offset + len as u64);
         self.dirty = true;
-        Ok(data.len() as u32)
+        Ok(len as u32)
     }
 
-    fn truncate(&mut self, size: u64) -> FsResult<()> {
-        self.file
-            .set_len(size)
-            .map_err(|e| FsError::io(format!("{}: {e}", self.path)))?;
+    async fn truncate(&mut self, size: u64) -> FsResult<()> {
+        let file = Arc::clone(&self.file);
+        blocking(&self.path, move || file.set_len(size)).await?;
         self.size = size;
         self.dirty = true;
         Ok(())
-    }
-
-    fn contents(&mut self) -> FsResult<Bytes> {
-        let mut buf = Vec::with_capacity(self.size as usize);
-        self.file
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| (&self.file).take(self.size).read_to_end(&mut buf))
-            .map_err(|e| FsError::io(format!("{}: {e}", self.path)))?;
-        Ok(Bytes::from(buf))
     }
 
     fn attr(&self) -> Attr {
@@ -203,6 +219,7 @@ impl WandbFs {
             Opened {
                 fh,
                 keep_cache: false,
+                backing: None,
             },
         ))
     }
@@ -217,31 +234,35 @@ impl WandbFs {
         if truncate {
             upload.dirty = true;
         } else {
-            let bytes = self
+            // The current content, streamed into the temporary file.
+            let failed = |e: object_store::Error| FsError::io(format!("{}: {e}", inode.path));
+            let mut stream = self
                 .catalog
                 .backend()
                 .store
                 .get(&inode.path)
                 .await
-                .map_err(|e| FsError::io(format!("{}: {e}", inode.path)))?
-                .bytes()
-                .await
-                .map_err(|e| FsError::io(format!("{}: {e}", inode.path)))?;
-            upload
-                .file
-                .write_all(&bytes)
-                .map_err(|e| FsError::io(format!("{}: {e}", inode.path)))?;
-            upload.size = bytes.len() as u64;
+                .map_err(failed)?
+                .into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(failed)?;
+                let file = Arc::clone(&upload.file);
+                let at = upload.size;
+                let len = chunk.len() as u64;
+                blocking(&inode.path, move || file.write_all_at(&chunk, at)).await?;
+                upload.size += len;
+            }
         }
         let fh = self.add_handle(Handle::Write(Arc::new(tokio::sync::Mutex::new(upload))));
         Ok(Opened {
             fh,
             keep_cache: false,
+            backing: None,
         })
     }
 
     /// Writes `data` at `offset` of an open file.
-    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {
         let upload = match self.handles().get(&fh) {
             Some(Handle::Write(u)) => Arc::clone(u),
             Some(_) => {
@@ -253,7 +274,7 @@ impl WandbFs {
             }
             None => return Err(FsError::bad_handle(fh)),
         };
-        upload.lock().await.write(offset, data)
+        upload.lock().await.write(offset, data).await
     }
 
     /// Sets the size of run file `ino` (through handle `fh` when given).
@@ -264,7 +285,7 @@ impl WandbFs {
         });
         if let Some(upload) = upload {
             let mut u = upload.lock().await;
-            u.truncate(size)?;
+            u.truncate(size).await?;
             return Ok(u.attr());
         }
         // `truncate(path)` without an open handle: rewrite the file now.
@@ -274,7 +295,7 @@ impl WandbFs {
                 Some(Handle::Write(u)) => Arc::clone(u),
                 _ => return Err(FsError::bad_handle(opened.fh)),
             };
-            upload.lock().await.truncate(size)?;
+            upload.lock().await.truncate(size).await?;
             self.flush(opened.fh).await?;
             let attr = upload.lock().await.attr();
             Ok(attr)
@@ -301,10 +322,9 @@ impl WandbFs {
         if !u.dirty {
             return Ok(());
         }
-        let bytes = u.contents()?;
         let store = &self.catalog.backend().store;
         store
-            .put(&u.path, PutPayload::from(bytes))
+            .put_file(&u.path, Arc::clone(&u.file), u.size)
             .await
             .map_err(|e| FsError::io(format!("{}: upload to W&B failed: {e}", u.path)))?;
         u.dirty = false;
@@ -371,6 +391,18 @@ impl WandbFs {
                 libc::EXDEV,
                 tracing::Level::INFO,
                 format!("{from}: W&B has no directories to rename; move the files one by one"),
+            ));
+        }
+        let max = self.config.rename_copy_max;
+        if entry.attr.size > max {
+            return Err(FsError::new(
+                libc::EXDEV,
+                tracing::Level::INFO,
+                format!(
+                    "{from}: W&B has no rename, and {} bytes is more than a rename copies \
+                     ({max}, --max-rename-copy); `mv` copies and deletes it instead",
+                    entry.attr.size
+                ),
             ));
         }
         self.catalog

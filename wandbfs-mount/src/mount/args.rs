@@ -79,6 +79,17 @@ pub struct MountArgs {
     #[arg(long)]
     pub no_xattr: bool,
 
+    /// Largest file `mv` within the mount copies (W&B has no rename: the bytes go through the
+    /// daemon); above it rename answers EXDEV and `mv` copies and deletes the file itself.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub max_rename_copy: u64,
+
+    /// Read every file through the daemon, never by FUSE passthrough (by default a file whose
+    /// bytes are complete in the content cache, and a rendered table, are read by the kernel
+    /// straight from the local copy: kernel ≥ 6.9, root).
+    #[arg(long)]
+    pub no_passthrough: bool,
+
     /// Keep projects synced while mounted: the ones named (ENTITY/PROJECT), or without names
     /// the mounted scope's projects that are in the mirror. New steps of running runs show in
     /// `tail -f`, new runs in `ls`. Put it after the mount point.
@@ -99,6 +110,11 @@ pub struct MountArgs {
     #[arg(long, env = "WANDBFS_MAX_RPS", value_name = "RATE")]
     pub max_rps: Option<f64>,
 
+    /// Seconds a request waits for the mirror database before it fails with EIO: a server
+    /// that is paused, overloaded or cut off never hangs the mount.
+    #[arg(long, env = "WANDBFS_DATABASE_TIMEOUT", value_name = "SECS", default_value_t = DEFAULT_DATABASE_TIMEOUT.as_secs_f64())]
+    pub database_timeout: f64,
+
     /// The daemon's log file (without --foreground) [default: <cache dir>/mount.log].
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
@@ -117,6 +133,12 @@ pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(10);
 /// each running run about six), well inside W&B's rate limits, and `tail -f` of a running
 /// run then lags W&B by at most about that.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A request gives up on the database after **10 s** in all: at most half of it waiting for a
+/// free connection, half for the statement (or for a new connection). The mount's statements
+/// are indexed reads that take milliseconds; a server that needs seconds is stalled, and a
+/// user is better served by `EIO` than by a hung shell.
+pub const DEFAULT_DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// **10 GiB** of cached file contents: a few checkpoints' worth, small next to today's disks;
 /// raise it for large media sets.

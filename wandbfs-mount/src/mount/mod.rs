@@ -95,13 +95,52 @@ pub fn run(args: MountArgs, verbosity: &Verbosity) -> anyhow::Result<i32> {
         .thread_name("wandbfs-rt")
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(&args, mountpoint, scope, cache_dir, &mut readiness));
+    let background = background_runtime()?;
+    let result = runtime.block_on(serve(
+        &args,
+        mountpoint,
+        scope,
+        cache_dir,
+        background.handle().clone(),
+        &mut readiness,
+    ));
     if let Err(e) = &result {
         readiness.failed(e);
     }
     // Tasks still running (a read of a dead mount) must not keep the process alive.
+    background.shutdown_timeout(Duration::from_secs(1));
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Threads of the background runtime: as many as there are cores (renders and syncs are
+/// CPU-bound), at most [`tables::DEFAULT_RENDERS`](wandbfs::store::tables::DEFAULT_RENDERS)
+/// rendering at once.
+const BACKGROUND_THREADS: usize = 2;
+
+/// Scheduling niceness of the background threads: the kernel gives the threads that answer
+/// FUSE requests the CPU first when both want it, so a `stat` is not queued behind a table
+/// being encoded (10 = a tenth of the weight of a normal thread).
+const BACKGROUND_NICE: i32 = 10;
+
+/// The runtime for CPU-heavy work — rendering tables (JSON parsing, parquet encoding, file
+/// writes), syncs (JSON decoding, COPY encoding) — separate from the one that answers the
+/// kernel, so that a render in progress never holds up a `stat` or `readdir` of another path.
+fn background_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(BACKGROUND_THREADS)
+        .enable_all()
+        .thread_name("wandbfs-bg")
+        .on_thread_start(|| {
+            // SAFETY-free: plain syscalls on the calling thread. Best effort: an unprivileged
+            // user may lower priority, never raise it, so this cannot fail for lack of rights.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+            let _ = unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE)
+            };
+        })
+        .build()
+        .context("starting the background runtime")
 }
 
 fn check_mountpoint(path: &std::path::Path) -> anyhow::Result<()> {
@@ -203,23 +242,30 @@ async fn serve(
     mountpoint: std::path::PathBuf,
     scope: Path,
     cache_dir: std::path::PathBuf,
+    heavy: tokio::runtime::Handle,
     readiness: &mut Readiness,
 ) -> anyhow::Result<i32> {
     let metadata_ttl = args::seconds(args.metadata_ttl);
     let client = client(args)?;
     let target = args.database.target()?;
+    // A database that stops answering fails requests within the timeout, never hangs them:
+    // half of it for a free connection, half for the statement or a new connection.
+    let db_timeout = args::seconds(args.database_timeout).max(Duration::from_millis(100));
     let mirror = Mirror::connect(
         &target,
         &ConnectOptions {
             // Listings and reads of many files at once, plus a background sync.
             max_connections: 16,
-            // A database that went away must fail requests within seconds, not hang them.
-            wait_timeout: Duration::from_secs(10),
+            wait_timeout: db_timeout / 2,
+            statement_timeout: Some(db_timeout / 2),
             ..ConnectOptions::default()
         },
     )
     .await
     .context("opening the mirror database")?;
+    // Syncs write through the same pool without a statement deadline (a large batch may take
+    // a while); only the mount's reads are limited.
+    let sync_mirror = mirror.with_statement_timeout(None);
     let mirror_source = MirrorSource::with_options(
         mirror.clone(),
         MirrorSourceOptions {
@@ -229,8 +275,13 @@ async fn serve(
             live_run_max_age: (!args.offline && args.sync.is_none()).then_some(metadata_ttl),
         },
     )
-    // Rendered tables (history.parquet, runs.parquet) next to the content cache.
-    .with_tables(TableCache::new(cache_dir.join("tables")));
+    // Rendered tables (history.parquet, runs.parquet) next to the content cache, rendered on
+    // the background runtime.
+    .with_tables(TableCache::with_executor(
+        cache_dir.join("tables"),
+        heavy.clone(),
+        wandbfs::store::tables::DEFAULT_RENDERS,
+    ));
     let (source, live): (Arc<dyn MetadataSource>, Option<Arc<dyn MetadataSource>>) = if args.offline
     {
         (Arc::new(mirror_source.clone()), None)
@@ -254,7 +305,7 @@ async fn serve(
     let engine = (!args.offline).then(|| {
         SyncEngine::new(
             client.clone(),
-            mirror.clone(),
+            sync_mirror.clone(),
             SyncOptions {
                 lock_wait: FIRST_ACCESS_LOCK_WAIT,
                 ..SyncOptions::default()
@@ -270,6 +321,7 @@ async fn serve(
             live,
             mirror: mirror.clone(),
             engine,
+            background: Some(heavy.clone()),
         },
         CatalogConfig {
             metadata_ttl,
@@ -299,6 +351,7 @@ async fn serve(
                 uid: args.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw()),
                 gid: args.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw()),
                 offline: args.offline,
+                rename_copy_max: args.max_rename_copy,
             },
             notices,
         )
@@ -352,6 +405,9 @@ async fn serve(
     if args.no_xattr {
         adapter = adapter.without_xattrs();
     }
+    if args.no_passthrough {
+        adapter = adapter.without_passthrough();
+    }
     // Signals are caught from before the mount exists: one arriving between the mount and the
     // wait below (the parent has already returned) is queued, not the default death that
     // would leave a dead mount behind.
@@ -398,9 +454,9 @@ async fn serve(
         })
     };
     let background_sync = sync_targets.map(|targets| {
-        tokio::spawn(background_sync(
+        heavy.spawn(background_sync(
             client,
-            mirror,
+            sync_mirror,
             sink,
             targets,
             args::seconds(args.sync_interval),

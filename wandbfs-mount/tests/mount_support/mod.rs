@@ -175,6 +175,16 @@ impl Mount {
         wait_for_exit(self.pid);
     }
 
+    /// The daemon's peak resident set size so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Whether the daemon process still runs.
     pub fn daemon_alive(&self) -> bool {
         pid_alive(self.pid)
