@@ -383,3 +383,46 @@ print("moved", "moved.bin" in files, "log", "log.bin" in files)
     assert!(out.contains("moved True log False"), "{out}");
     mount.unmount();
 }
+
+/// An artifact entry whose bytes live outside W&B (a reference the SDK logged with
+/// `add_reference`) is listed with the version's other files, and reading it is `EOPNOTSUPP`
+/// (the mount cannot fetch from arbitrary URLs); the version's stored files read as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_artifact_entry_reads_as_eopnotsupp() {
+    let env = Env::new(EmulatorConfig::default()).await;
+    let sandbox = tempfile::tempdir().unwrap();
+    let log = r#"
+import os, wandb
+run = wandb.init(project=os.environ["PROJECT"], name="references")
+art = wandb.Artifact("refs", type="dataset")
+art.add_reference("https://example.invalid/data/remote.bin", name="remote.bin", checksum=False)
+with open("local.txt", "w") as f:
+    f.write("stored in W&B\n")
+art.add_file("local.txt")
+run.log_artifact(art)
+run.finish()
+print("entity", run.entity)
+"#;
+    let out = run_python(&env, sandbox.path(), &["-c", log], &[]);
+    let entity = out
+        .lines()
+        .find_map(|l| l.strip_prefix("entity "))
+        .expect("the script prints the entity")
+        .trim()
+        .to_owned();
+    env.sync(&format!("{entity}/{PROJECT}"));
+    let mount = env.mount(&[]);
+    let version = mount.join(&format!("{entity}/{PROJECT}/artifacts/dataset/refs/v0"));
+    let names: Vec<String> = std::fs::read_dir(&version)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"remote.bin".to_owned()), "{names:?}");
+    assert_eq!(
+        std::fs::read_to_string(version.join("local.txt")).unwrap(),
+        "stored in W&B\n"
+    );
+    let err = std::fs::read(version.join("remote.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP), "{err}");
+    mount.unmount();
+}
