@@ -521,6 +521,7 @@ mod tests {
             e_tag: None,
             last_modified: None,
             content_type: None,
+            reference: None,
         };
         for name in [
             "output.log",

@@ -195,6 +195,7 @@ fn live_run_file(file: RunFile) -> LiveFile {
             e_tag: file.md5,
             last_modified: file.updated_at.as_deref().and_then(parse_timestamp),
             content_type: file.mimetype,
+            reference: None,
         },
         location,
     }
@@ -212,6 +213,7 @@ fn live_artifact_file(file: ArtifactFile) -> LiveFile {
             e_tag: file.digest.or(file.md5),
             last_modified: file.updated_at.as_deref().and_then(parse_timestamp),
             content_type: file.mimetype,
+            reference: None,
         },
         location,
     }

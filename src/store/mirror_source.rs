@@ -264,6 +264,7 @@ impl MirrorSource {
                     e_tag: e.digest,
                     last_modified: v.updated_at.or(v.created_at),
                     content_type: None,
+                    reference: e.ref_uri,
                 })
                 .collect(),
         ))
@@ -386,6 +387,7 @@ fn file_entry(f: crate::mirror::RunFileRecord) -> FileEntry {
         e_tag: f.md5,
         last_modified: f.updated_at,
         content_type: f.mimetype,
+        reference: None,
     }
 }
 

@@ -197,6 +197,10 @@ pub struct FileEntry {
     pub last_modified: Option<DateTime<Utc>>,
     /// MIME type.
     pub content_type: Option<String>,
+    /// Where the bytes are when W&B does not hold them: a reference artifact entry's URI
+    /// (`s3://…`, `https://…`; such an entry cannot be read through the store). `None` when
+    /// W&B holds the bytes, or the source cannot tell.
+    pub reference: Option<String>,
 }
 
 /// An artifact version in a listing.

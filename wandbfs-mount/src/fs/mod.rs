@@ -408,7 +408,27 @@ impl WandbFs {
                 (handle, backing)
             }
             None => {
-                let file = Location::parse(&inode.path)
+                let location = Location::parse(&inode.path);
+                if let Location::ArtifactFile(version, name) = &location
+                    && inode.attr.size == 0
+                {
+                    // A reference entry has no size: without this check it would read as
+                    // empty. (A sized one fails at its first read: no URL to fetch.)
+                    let entry = self
+                        .catalog
+                        .backend()
+                        .source
+                        .artifact_file(version, name)
+                        .await?;
+                    if let Some(uri) = entry.and_then(|e| e.reference) {
+                        return Err(FsError::new(
+                            libc::EOPNOTSUPP,
+                            tracing::Level::INFO,
+                            format!("{path}: a reference to {uri}; its bytes are not in W&B"),
+                        ));
+                    }
+                }
+                let file = location
                     .file_ref()
                     .ok_or_else(|| FsError::not_found(&path))?;
                 let key = cache::ObjectKey::of(inode.attr.e_tag.as_deref(), inode.attr.size);
