@@ -44,7 +44,7 @@ pub use ingest::{
     CHUNK_TARGET_BYTES, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, IngestOutcome, StreamWriter,
 };
 pub use model::*;
-pub use read::{ArtifactVersionSummary, Document, RunSummary, RunSyncState};
+pub use read::{ArtifactVersionSummary, Document, RunName, RunSummary, RunSyncState};
 pub use sync_lock::ProjectSyncLock;
 pub use tls::TlsPolicy;
 pub use write::{ProjectSyncState, RunOutcome};

@@ -48,6 +48,23 @@ pub struct RunSummary {
     pub system_bytes: u64,
 }
 
+/// A run in a directory listing ([`Mirror::list_run_names`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunName {
+    /// Run id.
+    pub run_id: String,
+    /// State.
+    pub state: Option<String>,
+    /// Flagged deleted upstream.
+    pub deleted: bool,
+    /// Creation time.
+    pub created_at: Option<DateTime<Utc>>,
+    /// Last heartbeat.
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// W&B's `updatedAt`.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
 /// A run's sync bookkeeping.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunSyncState {
@@ -366,6 +383,32 @@ impl Mirror {
             row.get::<_, Option<String>>(4).unwrap_or_default(),
             row.get::<_, Option<String>>(5).unwrap_or_default()
         ))
+    }
+
+    /// The names, states and times of a project's mirrored runs (deleted ones included,
+    /// flagged), sorted by run id: what a directory listing needs, from one index-only scan
+    /// (the `runs_listing` index; `list_runs` has more and reads the rows).
+    pub async fn list_run_names(&self, project: ProjectPk) -> Result<Vec<RunName>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT run_id, state, deleted, created_at, heartbeat_at, updated_at
+                 FROM wandb.runs WHERE project_pk = $1 ORDER BY run_id",
+                &[&project.0],
+            )
+            .await
+            .db("listing runs")?;
+        Ok(rows
+            .iter()
+            .map(|r| RunName {
+                run_id: r.get(0),
+                state: r.get(1),
+                deleted: r.get(2),
+                created_at: r.get(3),
+                heartbeat_at: r.get(4),
+                updated_at: r.get(5),
+            })
+            .collect())
     }
 
     /// Mirrored runs of a project (deleted ones included, flagged), sorted by run id.

@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "artifact_deletions",
         sql: include_str!("migrations/0002_artifact_deletions.sql"),
     },
+    Migration {
+        version: 3,
+        name: "run_listing_index",
+        sql: include_str!("migrations/0003_run_listing_index.sql"),
+    },
 ];
 
 /// The schema version this binary writes and reads.

@@ -521,7 +521,7 @@ impl MetadataSource for MirrorSource {
             };
             let runs = this
                 .mirror
-                .list_runs(pk)
+                .list_run_names(pk)
                 .await
                 .map_err(|e| mirror_error(&project, e))?;
             Ok(runs

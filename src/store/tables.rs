@@ -302,17 +302,20 @@ fn table_error(identity: &str, message: String) -> StoreError {
     }
 }
 
-/// Removes the other versions of the table `name` (same kind and identity, other version).
+/// Removes the other versions of the table `name` (same kind, identity and format, other
+/// version). `runs.parquet` and `runs.jsonl` of a project share a stem: the extension tells
+/// them apart (without it, rendering one deleted the other, and every mount rendered both).
 fn remove_older(dir: &Path, name: &str) {
-    let Some(stem) = name.rsplit_once('-').map(|(stem, _)| format!("{stem}-")) else {
+    let (Some((stem, _)), Some((_, ext))) = (name.rsplit_once('-'), name.rsplit_once('.')) else {
         return;
     };
+    let (stem, ext) = (format!("{stem}-"), format!(".{ext}"));
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let other = entry.file_name().to_string_lossy().into_owned();
-        if other != name && other.starts_with(&stem) {
+        if other != name && other.starts_with(&stem) && other.ends_with(&ext) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -391,5 +394,31 @@ impl super::source::RangeRead for FileRange {
     /// The rendered file itself (written once, renamed into place, never changed).
     fn local_file(&self) -> Option<Arc<std::fs::File>> {
         Some(Arc::clone(&self.file))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn older_versions_go_and_the_other_format_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "runs-aaa-v1.parquet",
+            "runs-aaa-v1.jsonl",
+            "runs-aaa-v0.parquet",
+            "runs-aaa-v0.jsonl",
+            "runs-bbb-v0.parquet",
+        ];
+        for name in names {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        remove_older(dir.path(), "runs-aaa-v1.parquet");
+        let left: Vec<bool> = names.iter().map(|n| dir.path().join(n).exists()).collect();
+        assert_eq!(left, [true, true, false, true, true]);
+        remove_older(dir.path(), "runs-aaa-v1.jsonl");
+        assert!(!dir.path().join("runs-aaa-v0.jsonl").exists());
+        assert!(dir.path().join("runs-aaa-v1.parquet").exists());
     }
 }

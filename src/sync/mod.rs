@@ -75,6 +75,8 @@ pub struct SyncEngine {
     options: SyncOptions,
     history: Arc<dyn HistorySource>,
     progress: Arc<dyn ProgressSink>,
+    /// Where a project's tables are kept current ([`SyncEngine::with_tables`]).
+    tables: Option<crate::store::tables::TableCache>,
 }
 
 impl std::fmt::Debug for SyncEngine {
@@ -111,7 +113,18 @@ impl SyncEngine {
             options,
             history,
             progress: Arc::new(NoProgress),
+            tables: None,
         }
+    }
+
+    /// Renders a synced project's tables (`runs.parquet`, `runs.jsonl`) into `tables` at the
+    /// end of its sync when its runs changed, so that the first listing after a sync — which
+    /// needs their exact sizes — reads two small files instead of rendering them (0.5 s for
+    /// 10,000 runs). A project whose tables are current costs one indexed statement. A
+    /// failure is logged, never the sync's.
+    pub fn with_tables(mut self, tables: crate::store::tables::TableCache) -> Self {
+        self.tables = Some(tables);
+        self
     }
 
     /// Replaces the history source (e.g. parquet exports plus a live tail; see [`history`]).

@@ -43,6 +43,9 @@ pub(crate) async fn sync_target(
             sync_one_run(engine, target, run, &tally).await
         }
     };
+    if result.is_ok() && target.run.is_none() {
+        render_tables(engine, target).await;
+    }
     let error = match result {
         Ok(()) => None,
         Err(e) if e.is_fatal() => return Err(e),
@@ -62,6 +65,34 @@ pub(crate) async fn sync_target(
         project: target.to_string(),
     });
     Ok(())
+}
+
+/// Brings the project's tables up to date (see [`SyncEngine::with_tables`]).
+async fn render_tables(engine: &SyncEngine, target: &SyncTarget) {
+    let Some(tables) = &engine.tables else {
+        return;
+    };
+    let identity = format!("{}/{}", target.entity, target.project);
+    let project = match engine
+        .mirror
+        .resolve_project(&target.entity, &target.project)
+        .await
+    {
+        Ok(Some(project)) => project,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!("{identity}: rendering its tables: {e}");
+            return;
+        }
+    };
+    for format in [crate::export::Format::Parquet, crate::export::Format::Jsonl] {
+        if let Err(e) = tables
+            .project_table(&engine.mirror, &identity, project, format)
+            .await
+        {
+            tracing::warn!("{identity}: rendering its runs table: {e}");
+        }
+    }
 }
 
 /// The project's sync lock (release it when done); [`SyncError::Busy`] when another sync still

@@ -10,18 +10,25 @@
 //! Environment: `WANDBFS_BENCH_ROWS` (1,000,000 history rows of one run),
 //! `WANDBFS_BENCH_RUNS` (10,000 runs of the listing project), `WANDBFS_BENCH_BIG` (1 GiB: the
 //! run file read cold and warm), `WANDBFS_BENCH_READERS` (8 parallel readers of files that
-//! size).
+//! size), `WANDBFS_BENCH_TABLE_ROWS` (10,000 rows in each of the 100 runs DuckDB reads while
+//! `stat` is timed), `WANDBFS_BENCH_WRITE` (4 GiB: the file `cp` writes into a run).
 //!
 //! 1. `cat history.jsonl` of the long run: mount vs a local copy, cold and warm page cache.
-//! 2. `ls -l` of the many-run project (synced; the daemon's listing cold, then the kernel's
-//!    cache cold): time and W&B requests, vs the SDK's `api.runs()` and `wandbfsspec`'s
-//!    `fs.ls()` over the same emulator.
+//! 2. `ls -l` of the many-run project, synced by `wandbfs sync` with the user's defaults, on a
+//!    fresh mount (the daemon's first listing, kernel cache cold): time, W&B requests and the
+//!    `getxattr` calls `ls` makes, vs the SDK's `api.runs()` and `wandbfsspec`'s `fs.ls()`
+//!    over the same emulator; the same with `--no-xattr`, and a second `ls -l`.
 //! 3. Cold sequential read of the big run file (empty content cache) vs `curl` of its URL, and
 //!    the requests before the first byte.
-//! 4. Warm read of it (content cache, page cache dropped) vs a local copy (page cache dropped).
+//! 4. Reads of it once cached: page cache dropped (the content cache, by FUSE passthrough)
+//!    and page cache warm, each vs a local copy in the same state.
 //! 5. `stat` latency of files in the synced project (kernel cache dropped, daemon warm; then
-//!    all warm), p50/p99, vs `stat` of a local file.
+//!    all warm), p50/p99, vs `stat` of a local file; and `stat` latency of files the daemon
+//!    has not seen while DuckDB reads the `history.parquet` of 100 runs never rendered, vs the
+//!    same without DuckDB.
 //! 6. Peak RSS of the daemon with N readers streaming big files at once.
+//! 7. `cp` of a big local file into a run (`--allow-write`): time vs `cp` to local disk, the
+//!    daemon's peak RSS, and the MD5 W&B records.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +46,8 @@ fn main() -> anyhow::Result<()> {
     let runs = env_u64("WANDBFS_BENCH_RUNS", 10_000);
     let big = env_u64("WANDBFS_BENCH_BIG", 1 << 30);
     let readers = env_u64("WANDBFS_BENCH_READERS", 8) as u32;
+    let table_rows = env_u64("WANDBFS_BENCH_TABLE_ROWS", 10_000);
+    let write_size = env_u64("WANDBFS_BENCH_WRITE", 4 << 30);
     let mut config = EmulatorConfig::default()
         .seed(
             SeedSpec::new("alice", "long")
@@ -54,6 +63,14 @@ fn main() -> anyhow::Result<()> {
                 .steps(10)
                 .keys(5)
                 .files(3)
+                .bigfile(0),
+        )
+        .seed(
+            SeedSpec::new("alice", "tables")
+                .runs(100)
+                .steps(table_rows)
+                .keys(20)
+                .files(1)
                 .bigfile(0),
         );
     for i in 0..readers {
@@ -76,14 +93,21 @@ fn main() -> anyhow::Result<()> {
     for i in 0..readers {
         bench.sync(&format!("alice/readers{i}"))?;
     }
+    let took = bench.sync("alice/tables")?;
+    println!("  alice/tables synced in {:.1}s", took.as_secs_f64());
+    // Steady state before measuring: autovacuum of the freshly written mirror would otherwise
+    // compete with every measurement below (and it does not run in a mirror synced long ago).
+    let (took, _) = time(|| {
+        sh(&format!(
+            "psql '{}' -q -c 'VACUUM (ANALYZE)' -c 'CHECKPOINT'",
+            bench.db_url
+        ))
+    });
+    println!("  VACUUM + CHECKPOINT in {:.1}s", took.as_secs_f64());
     let long_run = bench.emu.runs("alice", "long")[0].name.clone();
-    let (mnt, pid) = bench.mount(
-        &work.path().join("a"),
-        &[
-            "--cache-dir",
-            &work.path().join("cache").display().to_string(),
-        ],
-    )?;
+    // The user's defaults: the cache directory `wandbfs sync` rendered the project tables
+    // into.
+    let (mnt, pid) = bench.mount(&work.path().join("a"), &[])?;
     println!();
     println!("| Work | wandbfs | baseline | ratio |");
     println!("|---|---|---|---|");
@@ -131,14 +155,29 @@ fn main() -> anyhow::Result<()> {
         ),
     );
 
-    // 2. ls -l of the many-run project.
+    // 2. ls -l of the many-run project on a fresh mount: the daemon's first listing.
+    bench.unmount(&mnt, pid);
+    let (mnt, pid) = bench.mount(&work.path().join("a"), &[])?;
     let many = mnt.join("alice/many");
     bench.emu.reset_counters();
-    let (ls_first, _) = time(|| sh(&format!("ls -l {} | wc -l", many.display())));
     drop_caches();
-    let (ls_cold_kernel, out) = time(|| sh(&format!("ls -l {} | wc -l", many.display())));
+    let (ls_first, out) = time(|| sh(&format!("ls -l {} | wc -l", many.display())));
     let listed: u64 = out?.trim().parse().unwrap_or(0);
     let ls_requests = bench.requests();
+    let (ls_again, _) = time(|| sh(&format!("ls -l {} | wc -l", many.display())));
+    // The extended-attribute calls `ls -l` makes, counted on another fresh mount (strace slows
+    // the listing, so it is not timed).
+    bench.unmount(&mnt, pid);
+    let (mnt, pid) = bench.mount(&work.path().join("a"), &[])?;
+    let many = mnt.join("alice/many");
+    drop_caches();
+    let xattr_calls: u64 = sh(&format!(
+        "strace -f -c -e trace=getxattr,lgetxattr,listxattr,llistxattr ls -l {} 2>&1 >/dev/null | awk '$NF==\"total\" {{print $(NF-2)}}'",
+        many.display()
+    ))
+    .ok()
+    .and_then(|s| s.trim().parse().ok())
+    .unwrap_or(u64::MAX);
     let sdk = Command::new(python())
         .args([
             "-c",
@@ -156,15 +195,22 @@ fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(f64::NAN);
     line(
-        &format!("`ls -l` of a synced {runs}-run project (daemon cold / kernel cold)"),
+        &format!(
+            "`ls -l` of a synced {runs}-run project, fresh mount (the daemon's first listing)"
+        ),
         format!(
-            "{:.0} ms / {:.0} ms, {ls_requests} requests, {} entries",
+            "{:.0} ms, {ls_requests} requests, {xattr_calls} xattr calls, {} entries",
             ls_first.as_secs_f64() * 1e3,
-            ls_cold_kernel.as_secs_f64() * 1e3,
             listed.saturating_sub(1)
         ),
         format!("{:.0} ms (SDK `api.runs()`)", sdk_secs * 1e3),
-        format!("{:.0}x", sdk_secs / ls_cold_kernel.as_secs_f64()),
+        format!("{:.0}x", sdk_secs / ls_first.as_secs_f64()),
+    );
+    line(
+        "same, again (the kernel's directory cache)",
+        format!("{:.0} ms", ls_again.as_secs_f64() * 1e3),
+        format!("{:.0} ms (first listing)", ls_first.as_secs_f64() * 1e3),
+        format!("{:.0}x", ls_first.as_secs_f64() / ls_again.as_secs_f64()),
     );
     let fsspec = Command::new(python())
         .args([
@@ -183,10 +229,10 @@ fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse::<f64>().ok())
     {
         Some(secs) => line(
-            "same vs wandbfsspec 0.2.0 `fs.ls()`",
-            format!("{:.0} ms", ls_cold_kernel.as_secs_f64() * 1e3),
+            "first listing vs wandbfsspec 0.2.0 `fs.ls()`",
+            format!("{:.0} ms", ls_first.as_secs_f64() * 1e3),
             format!("{:.0} ms (wandbfsspec)", secs * 1e3),
-            format!("{:.0}x", secs / ls_cold_kernel.as_secs_f64()),
+            format!("{:.0}x", secs / ls_first.as_secs_f64()),
         ),
         None => println!(
             "| wandbfsspec baseline | — | not installed in {} (pip install fsspec && pip install --no-deps --ignore-requires-python wandbfsspec==0.2.0) | — |",
@@ -194,19 +240,18 @@ fn main() -> anyhow::Result<()> {
         ),
     }
 
-    // The same listing without extended attributes (`--no-xattr`): `ls -l` asks every entry
-    // for its SELinux label and ACLs, a round trip each unless attributes are off.
+    // The same first listing without extended attributes (`--no-xattr`, which answers ENOSYS
+    // so the kernel never asks): whether turning them off still buys anything.
     bench.unmount(&mnt, pid);
     let (mnt, pid) = bench.mount(&work.path().join("a"), &["--no-xattr"])?;
     let many = mnt.join("alice/many");
-    let _ = sh(&format!("ls -l {} | wc -l", many.display()));
     drop_caches();
     let (ls_no_xattr, _) = time(|| sh(&format!("ls -l {} | wc -l", many.display())));
     line(
-        "same with `--no-xattr` (kernel cold)",
+        "first listing with `--no-xattr`",
         format!("{:.0} ms", ls_no_xattr.as_secs_f64() * 1e3),
-        format!("{:.0} ms (SDK `api.runs()`)", sdk_secs * 1e3),
-        format!("{:.0}x", sdk_secs / ls_no_xattr.as_secs_f64()),
+        format!("{:.0} ms (xattrs on)", ls_first.as_secs_f64() * 1e3),
+        format!("{:.2}x", ls_first.as_secs_f64() / ls_no_xattr.as_secs_f64()),
     );
 
     // 3. Cold sequential read of the big file vs curl.
@@ -244,6 +289,9 @@ fn main() -> anyhow::Result<()> {
             &["--cache-dir", &cache2.display().to_string()],
         )?;
         let big_path = mnt.join(format!("alice/long/{long_run}/large/blob-1GiB.bin"));
+        // Looked up first: the run is `running`, and reaching it may refresh it from W&B
+        // (a W&B round trip, not the read).
+        std::fs::metadata(&big_path)?;
         drop_caches();
         let (took, r) = time(|| dd(&big_path));
         r?;
@@ -290,7 +338,7 @@ fn main() -> anyhow::Result<()> {
     let warm_requests = bench.requests();
     let (big_warm, local_big_cold) = (median(warms), median(locals));
     line(
-        "warm read of it (content cache; page cache dropped)",
+        "read of it once cached (content cache by passthrough; page cache dropped)",
         format!(
             "{:.0} MiB/s, {warm_requests} requests",
             mib_s(big, big_warm)
@@ -304,9 +352,35 @@ fn main() -> anyhow::Result<()> {
             100.0 * local_big_cold.as_secs_f64() / big_warm.as_secs_f64()
         ),
     );
+    let (mut hot, mut local_hot) = (Vec::new(), Vec::new());
+    for _ in 0..REPEATS {
+        let (took, r) = time(|| dd(&big_path));
+        r?;
+        hot.push(took);
+        let (took, r) = time(|| dd(&local_big));
+        r?;
+        local_hot.push(took);
+    }
+    let (hot, local_hot) = (median(hot), median(local_hot));
+    line(
+        "same, page cache warm",
+        format!("{:.0} MiB/s", mib_s(big, hot)),
+        format!(
+            "{:.0} MiB/s (local file, page cache warm)",
+            mib_s(big, local_hot)
+        ),
+        format!(
+            "{:.0} %",
+            100.0 * local_hot.as_secs_f64() / hot.as_secs_f64()
+        ),
+    );
     let _ = std::fs::remove_file(&local_big);
 
-    // 5. stat latency.
+    // 5. stat latency, on a mount that trusts what it knows for longer than the measurement
+    // takes (a tenth of the seeded runs are `running`, and the default --metadata-ttl would
+    // refresh each one from W&B as it is reached: that is the W&B round trip, not the mount).
+    bench.unmount(&mnt, pid);
+    let (mnt, pid) = bench.mount(&work.path().join("a"), &["--metadata-ttl", "600"])?;
     let many = mnt.join("alice/many");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&many)?
         .filter_map(|e| e.ok())
@@ -366,6 +440,77 @@ fn main() -> anyhow::Result<()> {
         ),
     );
 
+    // 5b. stat of paths the daemon has not seen, while DuckDB reads the history.parquet of
+    // 100 runs never rendered (each rendered on first access), vs the same without DuckDB.
+    let names: Vec<String> = std::fs::read_dir(&many)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.contains('.'))
+        .collect();
+    let fresh = |range: std::ops::Range<usize>| -> Vec<PathBuf> {
+        names[range.start.min(names.len())..range.end.min(names.len())]
+            .iter()
+            .map(|n| many.join(n).join("metadata.json"))
+            .collect()
+    };
+    let stat_all = |paths: &[PathBuf]| -> Vec<Duration> {
+        paths
+            .iter()
+            .map(|f| time(|| std::fs::metadata(f)).0)
+            .collect()
+    };
+    let mut quiet = stat_all(&fresh(2_000..4_000));
+    let glob = mnt.join("alice/tables/*/history.parquet");
+    let mut duck = Command::new(python())
+        .args([
+            "-c",
+            &format!(
+                "import duckdb, time; t=time.time(); n=duckdb.execute(\"select count(*) from read_parquet('{}')\").fetchone()[0]; print(n, time.time()-t)",
+                glob.display()
+            ),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let busy_paths = fresh(4_000..10_000);
+    let mut busy = Vec::new();
+    for path in &busy_paths {
+        if duck.try_wait()?.is_some() {
+            break;
+        }
+        busy.push(time(|| std::fs::metadata(path)).0);
+    }
+    let duck_out = duck.wait_with_output()?;
+    let duck_text = String::from_utf8_lossy(&duck_out.stdout).into_owned();
+    quiet.sort();
+    busy.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    line(
+        &format!(
+            "`stat` of unseen paths while DuckDB reads 100 unrendered `history.parquet` ({} stats; DuckDB: {} rows in {} s)",
+            busy.len(),
+            duck_text.split_whitespace().next().unwrap_or("?"),
+            duck_text
+                .split_whitespace()
+                .nth(1)
+                .map_or("?".to_owned(), |s| s.chars().take(5).collect()),
+        ),
+        format!(
+            "p50 {:.2} ms / p99 {:.2} ms / max {:.1} ms",
+            ms(percentile(&busy, 0.5)),
+            ms(percentile(&busy, 0.99)),
+            ms(*busy.last().unwrap_or(&Duration::ZERO))
+        ),
+        format!(
+            "p50 {:.2} ms / p99 {:.2} ms (no DuckDB)",
+            ms(percentile(&quiet, 0.5)),
+            ms(percentile(&quiet, 0.99))
+        ),
+        format!(
+            "{:.1}x p99",
+            ms(percentile(&busy, 0.99)) / ms(percentile(&quiet, 0.99))
+        ),
+    );
+
     // 6. Peak RSS with N readers of big files.
     bench.unmount(&mnt, pid);
     let (mnt, pid) = bench.mount(&work.path().join("a"), &["--no-cache"])?;
@@ -410,5 +555,85 @@ fn main() -> anyhow::Result<()> {
         format!("{:.0} %", 100.0 * (rss >> 10) as f64 / 256.0),
     );
     bench.unmount(&mnt, pid);
+
+    // 7. cp of a big file into a run, streamed: time vs cp to local disk, peak RSS, MD5.
+    let local = work.path().join("checkpoint.bin");
+    let md5 = write_pattern_file(&local, write_size)?;
+    let local_copy = work.path().join("checkpoint-copy.bin");
+    drop_caches();
+    let (local_cp, r) = time(|| {
+        sh(&format!(
+            "cp {} {} && sync",
+            local.display(),
+            local_copy.display()
+        ))
+    });
+    r?;
+    let _ = std::fs::remove_file(&local_copy);
+    let (mnt, pid) = bench.mount(&work.path().join("a"), &["--allow-write", "--no-cache"])?;
+    let run = bench.emu.runs("alice", "many")[0].clone();
+    let target = mnt.join(format!("alice/many/{}/checkpoint.bin", run.name));
+    drop_caches();
+    let (mount_cp, r) = time(|| sh(&format!("cp {} {}", local.display(), target.display())));
+    r?;
+    let rss = peak_rss_kib(pid);
+    let recorded = bench
+        .emu
+        .run_info(&run)
+        .and_then(|info| {
+            info.files
+                .iter()
+                .find(|f| f.0 == "checkpoint.bin")
+                .map(|f| f.2.clone())
+        })
+        .unwrap_or_default();
+    line(
+        &format!(
+            "`cp` of a {} GiB file into a run (`--allow-write`)",
+            write_size >> 30
+        ),
+        format!(
+            "{:.1} s, daemon peak RSS {} MiB, W&B's MD5 {}",
+            mount_cp.as_secs_f64(),
+            rss >> 10,
+            if recorded == md5 {
+                "matches"
+            } else {
+                "DIFFERS"
+            }
+        ),
+        format!(
+            "{:.1} s (`cp` to local disk + sync)",
+            local_cp.as_secs_f64()
+        ),
+        format!("{:.0} % of 256 MiB", 100.0 * (rss >> 10) as f64 / 256.0),
+    );
+    let _ = std::fs::remove_file(&local);
+    bench.unmount(&mnt, pid);
     Ok(())
+}
+
+/// Writes `size` bytes of a repeating-but-distinct pattern to `path` (1 MiB at a time, never
+/// all in memory); returns their base64 MD5.
+fn write_pattern_file(path: &Path, size: u64) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut md5 = md5::Md5::new();
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = size;
+    let mut i = 0u64;
+    while left > 0 {
+        for (j, b) in block.iter_mut().enumerate() {
+            *b = ((j as u64).wrapping_mul(2_654_435_761) ^ i.wrapping_mul(40_503)) as u8;
+        }
+        let n = left.min(block.len() as u64) as usize;
+        md5.update(&block[..n]);
+        out.write_all(&block[..n])?;
+        left -= n as u64;
+        i += 1;
+    }
+    out.flush()?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(md5.finalize()))
 }

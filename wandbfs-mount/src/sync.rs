@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::Args;
 use wandbfs::client::{self, Client, ClientConfig, Environment, Overrides, Settings, settings};
 use wandbfs::mirror::{ConnectOptions, Mirror};
+use wandbfs::store::tables::TableCache;
 use wandbfs::sync::{NoProgress, ProgressSink, SyncEngine, SyncOptions, SyncReport, SyncTarget};
 
 use crate::cli::{UserError, Verbosity};
@@ -202,7 +203,11 @@ async fn sync_main(
         Display::Log => Arc::new(LogProgress::new()),
         Display::Quiet => Arc::new(NoProgress),
     };
-    let engine = SyncEngine::new(client, mirror, args.options()).with_progress(progress);
+    // The synced projects' tables are rendered where the mount and `wandbfs cat` look for
+    // them by default, so a first `ls -l` after a sync finds their sizes at hand.
+    let engine = SyncEngine::new(client, mirror, args.options())
+        .with_progress(progress)
+        .with_tables(TableCache::new(TableCache::default_dir()));
     let watch = args.watch || args.interval.is_some();
     let interval = Duration::from_secs(args.interval.unwrap_or(30).max(1));
     let mut engine = engine;

@@ -169,7 +169,20 @@ struct Inner {
     root: PathBuf,
     limit: u64,
     index: Mutex<Index>,
+    /// Blocks waiting for the writer thread ([`ContentCache::put_in_background`]).
+    queue: std::sync::mpsc::Sender<(ObjectKey, u64, u64, Bytes)>,
+    /// Their bytes.
+    queued: std::sync::atomic::AtomicU64,
 }
+
+/// Most bytes of blocks waiting to be written (64 MiB): when the disk or the CPU cannot keep
+/// up, further blocks are not cached (a later read fetches and caches them) rather than
+/// holding memory or the reader.
+pub const WRITE_QUEUE_BYTES: u64 = 64 << 20;
+
+/// Niceness of the writer thread: a read never waits for the cache, and on a busy machine the
+/// threads serving reads get the CPU first.
+const WRITER_NICE: i32 = 10;
 
 impl std::fmt::Debug for ContentCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -324,15 +337,59 @@ impl ContentCache {
         for (_, key, size, held, state) in found {
             index.insert(key, size, held, state);
         }
+        let (queue, blocks) = std::sync::mpsc::channel();
         let cache = ContentCache {
             inner: Arc::new(Inner {
                 root,
                 limit,
                 index: Mutex::new(index),
+                queue,
+                queued: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         cache.evict();
+        let weak = Arc::downgrade(&cache.inner);
+        std::thread::Builder::new()
+            .name("wandbfs-cache".into())
+            .spawn(move || {
+                // SAFETY-free syscalls on this thread; lowering one's priority cannot fail for
+                // lack of rights.
+                let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+                let _ = unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, WRITER_NICE)
+                };
+                // Ends when the cache (and so the sending end) is dropped.
+                for (key, size, index, bytes) in blocks {
+                    let Some(inner) = weak.upgrade() else {
+                        return;
+                    };
+                    let cache = ContentCache { inner };
+                    cache.put(&key, size, index, &bytes);
+                    cache
+                        .inner
+                        .queued
+                        .fetch_sub(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            })?;
         Ok(cache)
+    }
+
+    /// Queues block `index` of `key` for the writer thread, unless [`WRITE_QUEUE_BYTES`] are
+    /// already waiting (then it is not cached: whether it was queued). Never blocks.
+    pub fn put_in_background(&self, key: &ObjectKey, size: u64, index: u64, bytes: Bytes) -> bool {
+        use std::sync::atomic::Ordering;
+        let len = bytes.len() as u64;
+        let queued = &self.inner.queued;
+        if queued.fetch_add(len, Ordering::Relaxed) + len > WRITE_QUEUE_BYTES {
+            queued.fetch_sub(len, Ordering::Relaxed);
+            tracing::trace!(object = %key.hex(), index, "cache writer behind; block not cached");
+            return false;
+        }
+        if self.inner.queue.send((*key, size, index, bytes)).is_err() {
+            queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Bytes held.

@@ -367,6 +367,18 @@ impl Catalog {
     }
 
     async fn load_listing(&self, path: &Path) -> FsResult<Listing> {
+        let started = Instant::now();
+        let result = self.load_listing_inner(path).await;
+        tracing::debug!(
+            %path,
+            entries = result.as_ref().map_or(0, |l| l.entries.len()),
+            secs = started.elapsed().as_secs_f64(),
+            "listed"
+        );
+        result
+    }
+
+    async fn load_listing_inner(&self, path: &Path) -> FsResult<Listing> {
         let mut listing = Listing::default();
         match Location::parse(path) {
             Location::Root => self.list_root(&mut listing).await?,

@@ -266,6 +266,11 @@ async fn serve(
     // Syncs write through the same pool without a statement deadline (a large batch may take
     // a while); only the mount's reads are limited.
     let sync_mirror = mirror.with_statement_timeout(None);
+    let tables = TableCache::with_executor(
+        cache_dir.join("tables"),
+        heavy.clone(),
+        wandbfs::store::tables::DEFAULT_RENDERS,
+    );
     let mirror_source = MirrorSource::with_options(
         mirror.clone(),
         MirrorSourceOptions {
@@ -277,11 +282,7 @@ async fn serve(
     )
     // Rendered tables (history.parquet, runs.parquet) next to the content cache, rendered on
     // the background runtime.
-    .with_tables(TableCache::with_executor(
-        cache_dir.join("tables"),
-        heavy.clone(),
-        wandbfs::store::tables::DEFAULT_RENDERS,
-    ));
+    .with_tables(tables.clone());
     let (source, live): (Arc<dyn MetadataSource>, Option<Arc<dyn MetadataSource>>) = if args.offline
     {
         (Arc::new(mirror_source.clone()), None)
@@ -458,6 +459,7 @@ async fn serve(
             client,
             sync_mirror,
             sink,
+            tables,
             targets,
             args::seconds(args.sync_interval),
         ))
@@ -585,10 +587,13 @@ async fn background_sync(
     client: Client,
     mirror: Mirror,
     sink: Arc<ChangeSink>,
+    tables: TableCache,
     targets: Vec<SyncTarget>,
     interval: Duration,
 ) {
-    let engine = SyncEngine::new(client, mirror, SyncOptions::default()).with_progress(sink);
+    let engine = SyncEngine::new(client, mirror, SyncOptions::default())
+        .with_progress(sink)
+        .with_tables(tables);
     let names: Vec<String> = targets.iter().map(ToString::to_string).collect();
     tracing::info!(
         "keeping {} synced every {:.1}s",
