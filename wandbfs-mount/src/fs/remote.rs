@@ -488,10 +488,8 @@ async fn download(
         };
         let _ = tx.send(Ok(bytes.clone()));
         if let (Some(cache), Some(key)) = (&ctx.cache, key) {
-            // Written by the cache's own thread, in order and at low priority: a thread per
-            // block contended for the file's inode lock (a cold read at a third of its speed
-            // without the cache, measured), and the read never waits for the disk.
-            cache.put_in_background(&key, file.size, index, bytes);
+            // Written by the cache's own thread; waits only when the disk is far behind.
+            cache.put_queued(&key, file.size, index, bytes).await;
         }
     }
 }
