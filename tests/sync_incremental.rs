@@ -101,24 +101,31 @@ async fn incremental_syncs_cost_what_changed() {
     let third = sync(&engine, &target).await;
     assert!(third.is_success(), "{third:#?}");
     assert_eq!((third.runs_synced, third.rows), (1, 40));
-    let pages: Vec<_> = proxy
+    // Its record, then its new steps, events and files, each in one batched read: the window
+    // starts right after the last mirrored step, and `samples` is the window's width.
+    let bundles: Vec<_> = proxy
         .seen()
         .into_iter()
-        .filter(|s| s.operation == "HistoryPage")
+        .filter(|s| s.operation == "RunBundle")
         .collect();
-    assert!(!pages.is_empty());
-    for page in &pages {
-        assert_eq!(page.variables["run"], live.name.as_str(), "{page:?}");
-        let min = page.variables["minStep"].as_i64().unwrap();
-        let max = page.variables["maxStep"].as_i64().unwrap();
-        assert!(min > last, "re-fetched old steps: {page:?}");
-        assert_eq!(
-            page.variables["pageSize"].as_i64(),
-            Some(max - min),
-            "{page:?}"
-        );
-    }
-    assert_eq!(pages[0].variables["minStep"].as_i64(), Some(last + 1));
+    assert_eq!(bundles.len(), 2, "{bundles:?}");
+    assert_eq!(
+        operations(&emu).get("HistoryPage"),
+        None,
+        "{:?}",
+        operations(&emu)
+    );
+    let windows: Vec<_> = bundles
+        .iter()
+        .filter(|b| b.variables.get("h0").is_some())
+        .collect();
+    assert_eq!(windows.len(), 1, "{bundles:?}");
+    let vars = &windows[0].variables;
+    assert_eq!(vars["n0"], live.name.as_str(), "{vars:?}");
+    let min = vars["h0"].as_i64().unwrap();
+    let max = vars["w0"].as_i64().unwrap();
+    assert_eq!(min, last + 1, "re-fetched old steps: {vars:?}");
+    assert_eq!(vars["s0"].as_i64(), Some(max - min), "{vars:?}");
     eprintln!(
         "40 rows appended to a live run: {} API requests {:?}",
         third.api.http,
@@ -140,6 +147,11 @@ async fn incremental_syncs_cost_what_changed() {
     assert!(fourth.is_success(), "{fourth:#?}");
     let ops = operations(&emu);
     assert_eq!(ops.get("HistoryPage"), None, "{ops:?}");
+    assert_eq!(
+        ops.get("RunBundle"),
+        Some(&1),
+        "its record and files in one read: {ops:?}"
+    );
     assert_eq!(fourth.runs_synced, 1, "{fourth:#?}");
     let run = db
         .mirror
@@ -343,7 +355,9 @@ async fn system_events_are_mirrored_then_appended() {
     let report = sync(&engine, &target).await;
     assert!(report.is_success(), "{report:#?}");
     assert_eq!((report.events, report.rows), (12, 5));
-    assert_eq!(emu.counters().operation("RunFullHistory"), 1);
+    // The events come in the run's batched read, with its record, rows and files.
+    assert_eq!(emu.counters().operation("RunFullHistory"), 0);
+    assert_eq!(emu.counters().operation("RunBundle"), 2);
     assert_mirror_matches(&emu, &db, ENTITY, PROJECT).await;
 }
 
@@ -382,7 +396,10 @@ async fn rewritten_history_is_refetched_and_full_reconciles() {
     assert_eq!(report.projects[0].mode, "full");
     assert_eq!((report.runs_synced, report.rows), (4, 0));
     let ops = operations(&emu);
-    assert_eq!(ops.get("RunFiles"), Some(&4), "{ops:?}");
+    // The four runs' events and files in one batched request (none has new history).
+    assert_eq!(ops.get("RunBundle"), Some(&1), "{ops:?}");
+    assert_eq!(ops.get("RunFiles"), None, "{ops:?}");
+    assert_eq!(ops.get("RunFullHistory"), None, "{ops:?}");
     assert_eq!(ops.get("HistoryPage"), None, "{ops:?}");
     assert_mirror_matches(&emu, &db, ENTITY, PROJECT).await;
 }

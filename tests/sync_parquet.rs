@@ -55,12 +55,16 @@ fn client(emu: &Emulator) -> Client {
     Client::new(settings, config).expect("client")
 }
 
+/// Per-run reads (`batch: false`): these tests are about the history sources a run's own job
+/// uses — exports, paging — which batched reads leave to big runs and fallbacks
+/// (`sync_batch.rs` covers batching, exports listed in batches included).
 fn options(parquet: bool) -> SyncOptions {
     SyncOptions {
         parquet_exports: parquet,
         parquet_min_rows: 0,
         history_page_rows: 1_000,
         artifacts: false,
+        batch: false,
         ..SyncOptions::default()
     }
 }

@@ -110,6 +110,10 @@ pub struct AppState {
         parking_lot::Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
     /// Upload handlers by kind (`run` is built in).
     pub upload_sinks: RwLock<std::collections::HashMap<String, Arc<dyn UploadSink>>>,
+    /// The W&B-like budget and costs of the GraphQL endpoint.
+    pub profile: RwLock<crate::profile::WandbProfile>,
+    /// Its per-key request windows.
+    pub budgets: crate::profile::Budgets,
 }
 
 impl AppState {

@@ -47,6 +47,8 @@ pub struct EmulatorConfig {
     pub save_debounce: Duration,
     /// Largest page size honoured by paginated fields.
     pub max_page_size: usize,
+    /// The W&B-like budget and costs of the GraphQL endpoint (off by default).
+    pub profile: crate::profile::WandbProfile,
 }
 
 impl Default for EmulatorConfig {
@@ -65,6 +67,7 @@ impl Default for EmulatorConfig {
             worker_threads: 2,
             save_debounce: Duration::from_millis(500),
             max_page_size: 10_000,
+            profile: crate::profile::WandbProfile::default(),
         }
     }
 }

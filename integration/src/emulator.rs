@@ -150,6 +150,8 @@ impl Emulator {
             signer: Signer::new(secret, config.signed_url_ttl.as_secs()),
             clock,
             faults: Faults::new(config.faults.clone(), config.fault_seed),
+            profile: RwLock::new(config.profile.clone()),
+            budgets: crate::profile::Budgets::default(),
             log: RequestLog::default(),
             api_keys: RwLock::new(api_keys),
             features: RwLock::new(config.features.clone()),
@@ -542,6 +544,12 @@ impl Emulator {
     /// Replaces the fault settings.
     pub fn set_faults(&self, faults: FaultSettings) {
         self.app.faults.set(faults);
+    }
+
+    /// Replaces the W&B profile (budget windows start over).
+    pub fn set_profile(&self, profile: crate::profile::WandbProfile) {
+        *self.app.profile.write() = profile;
+        self.app.budgets.reset();
     }
 
     /// Edits the fault settings.

@@ -27,6 +27,7 @@ pub mod faults;
 pub mod http;
 pub mod json;
 pub mod persist;
+pub mod profile;
 pub mod query;
 pub mod reqlog;
 pub mod schema;

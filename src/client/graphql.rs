@@ -214,6 +214,19 @@ pub struct GraphQlError {
     /// `message`.
     #[serde(default)]
     pub message: String,
+    /// `path`: where in `data` the error happened (`["project", "r3", "history"]`).
+    #[serde(default)]
+    pub path: Option<Vec<serde_json::Value>>,
+}
+
+impl GraphQlError {
+    /// The index `i` of the `r<i>` alias under `project` the error is at, if any (batched
+    /// reads, [`super::bundle`]).
+    pub fn alias_index(&self) -> Option<usize> {
+        let path = self.path.as_ref()?;
+        let alias = path.get(1)?.as_str()?;
+        alias.strip_prefix('r')?.parse().ok()
+    }
 }
 
 /// A reply whose `data` is decoded into `T`.

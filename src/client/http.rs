@@ -427,6 +427,86 @@ impl Transport {
     }
 }
 
+impl Transport {
+    /// Executes a GraphQL operation whose reply may be partial: `data` and `errors` both
+    /// returned (errors carry the `path` they belong to). Server errors and timeouts are tried
+    /// `server_attempts` times at most, so a caller that can split its request learns soon;
+    /// 429s are waited out under the usual policy.
+    pub(crate) async fn graphql_partial(
+        &self,
+        operation: &str,
+        document: &str,
+        variables: serde_json::Value,
+        server_attempts: u32,
+    ) -> Result<(Option<serde_json::Value>, Vec<super::graphql::GraphQlError>)> {
+        let body = serde_json::json!({
+            "query": document,
+            "variables": variables,
+            "operationName": operation,
+        });
+        let body = serde_json::to_vec(&body).map_err(|e| Error::decode(operation, e))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let request = Request {
+            operation: operation.to_owned(),
+            method: Method::POST,
+            url: self.graphql_url.clone(),
+            headers,
+            body: Some(RequestBody::Bytes(Bytes::from(body))),
+            auth: AuthMode::Scoped,
+            timeout: Some(self.config.graphql_timeout),
+        };
+        let server_failures = std::sync::atomic::AtomicU32::new(0);
+        let started = Instant::now();
+        self.retrying(operation, &self.config.retry, || async {
+            self.stats.graphql_requests.fetch_add(1, Ordering::Relaxed);
+            let failure = match self.send_once(&request).await {
+                Outcome::Done(response) => match response.bytes().await {
+                    Ok(bytes) => return decode_partial(operation, &bytes),
+                    Err(e) => transport_failure(e),
+                },
+                Outcome::Retry(f) => f,
+                Outcome::Fail(e) => return Outcome::Fail(e),
+            };
+            if failure.status != Some(429)
+                && server_failures.fetch_add(1, Ordering::Relaxed) + 1 >= server_attempts
+            {
+                return Outcome::Fail(Error::RetriesExhausted {
+                    operation: operation.to_owned(),
+                    attempts: server_attempts,
+                    elapsed: started.elapsed(),
+                    last: failure.message,
+                    last_status: failure.status,
+                });
+            }
+            Outcome::Retry(failure)
+        })
+        .await
+    }
+}
+
+/// Decodes a GraphQL reply that may carry both `data` and `errors`.
+fn decode_partial(
+    operation: &str,
+    bytes: &[u8],
+) -> Outcome<(Option<serde_json::Value>, Vec<super::graphql::GraphQlError>)> {
+    match serde_json::from_slice::<Envelope<serde_json::Value>>(bytes) {
+        Ok(envelope) => Outcome::Done((
+            envelope.data.filter(|d| !d.is_null()),
+            envelope.errors.unwrap_or_default(),
+        )),
+        Err(e) if e.is_syntax() || e.is_eof() => Outcome::Retry(Failure {
+            message: format!("malformed or truncated JSON reply: {e}"),
+            status: None,
+            retry_after: None,
+        }),
+        Err(e) => Outcome::Fail(Error::decode(operation, e)),
+    }
+}
+
 /// Decodes a GraphQL reply body.
 pub(crate) fn decode_graphql<T: serde::de::DeserializeOwned>(
     operation: &str,

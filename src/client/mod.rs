@@ -21,6 +21,7 @@
 mod artifacts;
 mod auth;
 mod base_url;
+pub mod bundle;
 mod config;
 mod download;
 mod env;

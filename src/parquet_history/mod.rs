@@ -86,6 +86,11 @@ impl ExportListing {
         let answer = client
             .parquet_history(entity, project, run, &["_step"])
             .await?;
+        Ok(Self::from_answer(answer))
+    }
+
+    /// The listing a `parquetHistory(liveKeys: ["_step"])` answer gives (a batched read's).
+    pub fn from_answer(answer: crate::client::ParquetHistory) -> ExportListing {
         let mut min_live_step = None::<i64>;
         for row in &answer.live_data {
             // Each live row is `{"_step": N}` (a number; the server may send a float).
@@ -93,11 +98,11 @@ impl ExportListing {
                 min_live_step = Some(min_live_step.map_or(step, |m| m.min(step)));
             }
         }
-        Ok(ExportListing {
+        ExportListing {
             urls: answer.parquet_urls,
             min_live_step,
             live_rows: answer.live_data.len(),
-        })
+        }
     }
 
     /// Whether any file is exported.

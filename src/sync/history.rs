@@ -41,6 +41,9 @@ pub struct HistoryRequest {
     /// as parquet only for such runs, so sources skip the export lookup otherwise: for a live
     /// run it would cost a call and a `liveData` list of every step.
     pub run_finished: bool,
+    /// The run's parquet export listing, when a batched read already fetched it (sources
+    /// that use exports skip their own `parquetHistory` call).
+    pub exports: Option<crate::parquet_history::ExportListing>,
 }
 
 impl HistoryRequest {
@@ -185,7 +188,7 @@ impl PagedHistory {
 
 /// Turns one page's texts into `(step, text)` rows, checking that every step lies in
 /// `[lo, hi)` and ordering them.
-fn page_rows(
+pub(crate) fn page_rows(
     request: &HistoryRequest,
     texts: Vec<String>,
     lo: i64,
@@ -277,6 +280,7 @@ mod tests {
 
     fn request(from: i64, last: i64, expected: Option<u64>) -> HistoryRequest {
         HistoryRequest {
+            exports: None,
             entity: "e".into(),
             project: "p".into(),
             run: "r".into(),

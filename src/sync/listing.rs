@@ -26,9 +26,15 @@ use super::run_job::{JobContext, RunView};
 use super::state::{self, MirroredRun};
 use crate::client::{self, Run, RunFields, RunsQuery};
 
-/// Names per `{"name": {"$in": [...]}}` filter (the batch dr_wandb uses; keeps the filter text
-/// small).
-pub(crate) const NAMES_PER_FILTER: usize = 100;
+/// Names per `{"name": {"$in": [...]}}` filter: **1,000**, the most runs W&B returns per page
+/// (SAAS-NOTES: `per_page` ≤ 1,000), so a re-sync of a project with 1,000 running runs is one
+/// filter and one page (about 12 KB of filter text), not ten of each.
+pub(crate) const NAMES_PER_FILTER: usize = 1_000;
+
+/// Page size of the listings a sync makes with the lightweight fragment (incremental listings,
+/// deletion checks): **1,000**, W&B's maximum. Each run is ~300 bytes there, so a page is
+/// ~300 KB; the SDK's 50 made a 10,000-run check 200 requests.
+pub(crate) const LIGHT_PAGE: u32 = 1_000;
 
 /// The listing side of one project sync.
 pub(crate) struct Listing {
@@ -72,6 +78,9 @@ impl Listing {
         let mut query = RunsQuery::new(ctx.entity, ctx.project);
         query.fields = fields;
         query.include_updated_at = ctx.updated_at;
+        if fields == RunFields::Lightweight {
+            query.per_page = Some(LIGHT_PAGE);
+        }
         if let Some(filters) = filters {
             query = query.filters(filters);
         }

@@ -41,6 +41,7 @@
 //! (and still reported) until `--retry-failed` or `--full`.
 
 mod artifacts;
+mod batch;
 mod error;
 pub mod history;
 mod listing;
@@ -56,6 +57,7 @@ mod state;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use batch::BatchBudget;
 pub use error::{Result, SyncError};
 pub use history::{HistoryBatch, HistoryRequest, HistorySource, PagedHistory};
 pub use options::{SyncOptions, SyncTarget};

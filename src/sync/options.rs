@@ -138,6 +138,12 @@ pub struct SyncOptions {
     /// command line says so and a `--watch` loop retries next round); the mount waits when a
     /// file's first access needs its run synced while its background sync holds the project.
     pub lock_wait: Duration,
+    /// Read the history, events and files of many short runs in one request each
+    /// (`sync::batch`); every run is still checked complete and read per run when it is not.
+    /// Default **true**; off reads every run by itself (as before, and to compare with).
+    pub batch: bool,
+    /// What one batched request may carry.
+    pub batch_budget: super::BatchBudget,
 }
 
 impl Default for SyncOptions {
@@ -160,6 +166,8 @@ impl Default for SyncOptions {
             parquet_exports: true,
             parquet_min_rows: 10_000,
             lock_wait: Duration::ZERO,
+            batch: true,
+            batch_budget: super::BatchBudget::default(),
         }
     }
 }

@@ -102,16 +102,21 @@ impl ParquetHistory {
         request: HistoryRequest,
         tx: mpsc::Sender<Result<HistoryBatch>>,
     ) {
-        let listing =
-            match ExportListing::fetch(&client, &request.entity, &request.project, &request.run)
-                .await
-            {
-                Ok(listing) => listing,
-                Err(e) => {
-                    let _ = tx.send(Err(sync_error(&request, e))).await;
-                    return;
+        let prefetched = request.exports.clone();
+        let listing = match prefetched {
+            Some(listing) => listing,
+            None => {
+                match ExportListing::fetch(&client, &request.entity, &request.project, &request.run)
+                    .await
+                {
+                    Ok(listing) => listing,
+                    Err(e) => {
+                        let _ = tx.send(Err(sync_error(&request, e))).await;
+                        return;
+                    }
                 }
-            };
+            }
+        };
         if !listing.has_exports() {
             forward(self.paged.fetch(&client, request), &tx).await;
             return;

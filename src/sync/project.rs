@@ -16,6 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::SyncEngine;
 use super::artifacts::sync_artifacts;
+use super::batch;
 use super::error::{Result, SyncError};
 use super::listing::{Listing, rejects_updated_at};
 use super::options::SyncTarget;
@@ -320,7 +321,10 @@ async fn run_pending(
     let options = &engine.options;
     let pending = state::pending_runs(&engine.mirror, ctx.project_pk, options.full).await?;
     let mut jobs = Vec::new();
+    let mut batched = batch::Plan::new();
+    let budget = options.batch_budget;
     let mut expected_rows = 0u64;
+    let mut candidates = Vec::new();
     for run in pending {
         let Some(listed) = run.listed.as_ref() else {
             continue; // Never listed: nothing to compare with yet.
@@ -354,14 +358,40 @@ async fn run_pending(
         if plan == Plan::Full {
             expected_rows += run.expected_rows;
         }
-        jobs.push(RunJob {
+        let job = RunJob {
             run_pk: run.run_pk,
             prefetched: listing.prefetched.get(&run.run_id).cloned(),
             run_id: run.run_id,
             plan,
             previous_failures: run.consecutive_errors,
             synced: run.synced,
-        });
+            bundle: None,
+        };
+        let mirrored = batch::Mirrored {
+            last_step: run.history_last_step,
+            rows: run.history_rows,
+            system_rows: run.system_rows,
+        };
+        candidates.push((job, mirrored));
+    }
+    if options.batch {
+        // Runs a lightweight listing found changed: their records in batches too, so the
+        // history, events and files can then be planned as for a full listing.
+        batch::prefetch_records(ctx, &mut candidates, &budget).await?;
+    }
+    for (job, mirrored) in candidates {
+        if job.bundle.is_some() {
+            jobs.push(job); // read whole with its record
+            continue;
+        }
+        let spec = options
+            .batch
+            .then(|| batch::spec_for(ctx, &job, &budget, &mirrored))
+            .flatten();
+        match spec {
+            Some((spec, rows)) => batched.add(job, spec, rows),
+            None => jobs.push(job),
+        }
     }
     engine.progress.event(ProgressEvent::ProjectPlanned {
         project: target.to_string(),
@@ -369,12 +399,24 @@ async fn run_pending(
             .tally
             .runs_listed
             .load(std::sync::atomic::Ordering::Relaxed),
-        jobs: jobs.len() as u64,
+        jobs: (jobs.len() + batched.len()) as u64,
         expected_rows,
     });
+    let concurrency = options.concurrency.max(1);
+    if !batched.is_empty() {
+        batched
+            .fetch(ctx, &budget, |jobs| async move {
+                futures::stream::iter(jobs)
+                    .map(|job| run_job::execute(ctx, job))
+                    .buffer_unordered(concurrency)
+                    .try_collect::<()>()
+                    .await
+            })
+            .await?;
+    }
     futures::stream::iter(jobs)
         .map(|job| run_job::execute(ctx, job))
-        .buffer_unordered(options.concurrency.max(1))
+        .buffer_unordered(concurrency)
         .try_collect::<()>()
         .await
 }
@@ -469,6 +511,7 @@ async fn sync_locked_run(
         prefetched: Some(RunView::of(run)),
         previous_failures: sync_state.consecutive_errors,
         synced,
+        bundle: None,
     };
     run_job::execute(&ctx, job).await
 }

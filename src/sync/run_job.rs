@@ -9,7 +9,7 @@
 use futures::{StreamExt, TryStreamExt};
 
 use super::error::{Result, SyncError};
-use super::history::{HistoryRequest, HistorySource};
+use super::history::{HistoryBatch, HistoryRequest, HistorySource};
 use super::options::SyncOptions;
 use super::progress::{ProgressEvent, ProgressSink, RunStatus};
 use super::records::{Plan, RunSig, file_record, run_record};
@@ -72,6 +72,23 @@ pub(crate) struct RunJob {
     pub(crate) previous_failures: i32,
     /// The signature the run was last fully synced with (its mirrored streams belong to it).
     pub(crate) synced: Option<RunSig>,
+    /// Parts read by a batched request ([`super::batch`]), used where they prove complete.
+    pub(crate) bundle: Option<Box<super::batch::Prefetched>>,
+}
+
+#[cfg(test)]
+impl RunJob {
+    pub(crate) fn for_tests() -> RunJob {
+        RunJob {
+            run_pk: RunPk(0),
+            run_id: "r".into(),
+            plan: Plan::Full,
+            prefetched: None,
+            previous_failures: 0,
+            synced: None,
+            bundle: None,
+        }
+    }
 }
 
 enum JobEnd {
@@ -220,8 +237,16 @@ async fn sync_history(
             .lines
             .map(|l| u64::try_from(l).unwrap_or(0).saturating_sub(mirrored_rows)),
         run_finished: crate::sync::records::is_terminal(view.sig.state.as_deref()),
+        exports: job
+            .bundle
+            .as_ref()
+            .and_then(|b| b.bundle.parquet.clone())
+            .map(crate::parquet_history::ExportListing::from_answer),
     };
-    let mut batches = ctx.history.fetch(ctx.client, request);
+    let mut batches = match batched_history(job, &request, mirrored_rows) {
+        Some(batch) => futures::stream::once(async { Ok(batch) }).boxed(),
+        None => ctx.history.fetch(ctx.client, request),
+    };
     let min_rows = ctx.options.history_page_rows.max(1) as usize;
     let mut pending: Vec<(i64, String)> = Vec::new();
     let mut pending_bytes = 0usize;
@@ -278,6 +303,65 @@ async fn sync_history(
     Ok(())
 }
 
+/// The history rows of a batched read, when they are the whole window `request` asks for:
+/// the window asked is `request`'s, every row's `_step` lies in it, the run had not grown past
+/// it when read (`historyKeys.lastStep` is the listing's), and the rows W&B counts
+/// (`historyLineCount`, same reply) are the mirrored ones plus these. `None` sends the job to
+/// the per-run path.
+fn batched_history(
+    job: &RunJob,
+    request: &HistoryRequest,
+    mirrored_rows: u64,
+) -> Option<HistoryBatch> {
+    let prefetched = job.bundle.as_ref()?;
+    let rows = prefetched.bundle.history.clone()?;
+    let window = (request.from_step, request.last_step.saturating_add(1));
+    if prefetched.spec.history != Some(window)
+        || prefetched.bundle.last_step != Some(request.last_step)
+    {
+        return None;
+    }
+    let count = u64::try_from(prefetched.bundle.history_line_count?).ok()?;
+    if mirrored_rows.saturating_add(rows.len() as u64) != count {
+        tracing::debug!(
+            run = %job.run_id,
+            rows = rows.len(),
+            mirrored_rows,
+            count,
+            "batched history is not the whole window; paging it"
+        );
+        return None;
+    }
+    super::history::page_rows(request, rows, window.0, window.1).ok()
+}
+
+/// The system events of a batched read, when they are all of them: fewer than asked for
+/// (never a sample) and as many as W&B's `eventsLineCount` in the same reply.
+fn batched_events(job: &RunJob) -> Option<Vec<String>> {
+    let prefetched = job.bundle.as_ref()?;
+    let asked = prefetched.spec.events?;
+    let rows = prefetched.bundle.events.clone()?;
+    let complete = (rows.len() as u64) < u64::from(asked)
+        && prefetched
+            .bundle
+            .events_line_count
+            .is_none_or(|n| u64::try_from(n).ok() == Some(rows.len() as u64));
+    complete.then_some(rows)
+}
+
+/// The file listing of a batched read, when it is all of it: no next page, and as many files
+/// as W&B's `fileCount`.
+fn batched_files(job: &RunJob) -> Option<Vec<crate::client::RunFile>> {
+    let prefetched = job.bundle.as_ref()?;
+    let (files, more) = prefetched.bundle.files.clone()?;
+    let complete = !more
+        && prefetched
+            .bundle
+            .file_count
+            .is_none_or(|n| u64::try_from(n).ok() == Some(files.len() as u64));
+    complete.then_some(files)
+}
+
 /// Fetches the system-metric events and appends those after the last mirrored one. `events`
 /// has no window, so the whole stream is requested with a `samples` bound above its length
 /// (raised when a reply fills it: a full reply may have been downsampled).
@@ -289,15 +373,18 @@ async fn sync_events(ctx: &JobContext<'_>, job: &RunJob, sync_state: &RunSyncSta
         .events_samples
         .max(u32::try_from(sync_state.system_rows.saturating_mul(2)).unwrap_or(max))
         .min(max);
-    let rows = loop {
-        let rows = ctx
-            .client
-            .events(ctx.entity, ctx.project, &job.run_id, samples)
-            .await?;
-        if (rows.len() as u64) < u64::from(samples) || samples >= max {
-            break rows;
-        }
-        samples = samples.saturating_mul(4).min(max);
+    let rows = match batched_events(job) {
+        Some(rows) => rows,
+        None => loop {
+            let rows = ctx
+                .client
+                .events(ctx.entity, ctx.project, &job.run_id, samples)
+                .await?;
+            if (rows.len() as u64) < u64::from(samples) || samples >= max {
+                break rows;
+            }
+            samples = samples.saturating_mul(4).min(max);
+        },
     };
     let mut next_seq = sync_state
         .system_last_seq
@@ -335,15 +422,110 @@ async fn sync_events(ctx: &JobContext<'_>, job: &RunJob, sync_state: &RunSyncSta
 
 /// Replaces the run's file listing (metadata only; bytes stay in W&B).
 async fn sync_files(ctx: &JobContext<'_>, job: &RunJob) -> Result<()> {
-    let query = RunFilesQuery::new(ctx.entity, ctx.project, &job.run_id);
-    let files: Vec<_> = ctx
-        .client
-        .run_files(&query)
-        .map_ok(file_record)
-        .try_collect()
-        .await
-        .map_err(SyncError::from)?;
+    let files: Vec<_> = match batched_files(job) {
+        Some(files) => files.into_iter().map(file_record).collect(),
+        None => {
+            let query = RunFilesQuery::new(ctx.entity, ctx.project, &job.run_id);
+            ctx.client
+                .run_files(&query)
+                .map_ok(file_record)
+                .try_collect()
+                .await
+                .map_err(SyncError::from)?
+        }
+    };
     ctx.mirror.replace_run_files(job.run_pk, &files).await?;
     Tally::add(&ctx.tally.files, files.len() as u64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::bundle::{BundleSpec, RunBundle};
+
+    fn job_with(spec: BundleSpec, bundle: RunBundle) -> RunJob {
+        RunJob {
+            bundle: Some(Box::new(super::super::batch::Prefetched { spec, bundle })),
+            ..RunJob::for_tests()
+        }
+    }
+
+    fn request(from: i64, last: i64) -> HistoryRequest {
+        HistoryRequest {
+            entity: "e".into(),
+            project: "p".into(),
+            run: "r".into(),
+            from_step: from,
+            last_step: last,
+            expected_rows: None,
+            run_finished: true,
+            exports: None,
+        }
+    }
+
+    fn spec(window: (i64, i64)) -> BundleSpec {
+        BundleSpec {
+            name: "r".into(),
+            history: Some(window),
+            events: Some(10),
+            files: Some(100),
+            parquet: false,
+            run: None,
+        }
+    }
+
+    fn bundle(rows: &[i64], count: i64, last: i64) -> RunBundle {
+        RunBundle {
+            name: "r".into(),
+            history_line_count: Some(count),
+            events_line_count: Some(2),
+            file_count: Some(1),
+            last_step: Some(last),
+            history: Some(rows.iter().map(|s| format!("{{\"_step\":{s}}}")).collect()),
+            events: Some(vec!["{}".into(), "{}".into()]),
+            files: Some((Vec::new(), false)),
+            parquet: None,
+            run: None,
+        }
+    }
+
+    #[test]
+    fn batched_history_is_used_only_when_it_is_the_whole_window() {
+        let whole = job_with(spec((2, 5)), bundle(&[2, 3, 4], 5, 4));
+        let batch = batched_history(&whole, &request(2, 4), 2).expect("complete");
+        assert_eq!(batch.rows.len(), 3);
+        // A sample (fewer rows than W&B counts), another window, a run that grew since the
+        // listing: each goes to the per-run path.
+        let sampled = job_with(spec((2, 5)), bundle(&[2, 4], 5, 4));
+        assert!(batched_history(&sampled, &request(2, 4), 2).is_none());
+        assert!(batched_history(&whole, &request(0, 4), 0).is_none());
+        let grown = job_with(spec((2, 5)), bundle(&[2, 3, 4], 6, 5));
+        assert!(batched_history(&grown, &request(2, 4), 2).is_none());
+        // A row outside the window is a protocol error, not rows to keep.
+        let stray = job_with(spec((2, 5)), bundle(&[2, 3, 9], 5, 4));
+        assert!(batched_history(&stray, &request(2, 4), 2).is_none());
+    }
+
+    #[test]
+    fn batched_events_and_files_must_be_complete() {
+        let mut b = bundle(&[], 0, 0);
+        assert_eq!(
+            batched_events(&job_with(spec((0, 1)), b.clone())).map(|e| e.len()),
+            Some(2)
+        );
+        b.events_line_count = Some(3);
+        assert!(batched_events(&job_with(spec((0, 1)), b.clone())).is_none());
+        let mut full = spec((0, 1));
+        full.events = Some(2); // as many as asked for: maybe a sample
+        b.events_line_count = Some(2);
+        assert!(batched_events(&job_with(full, b.clone())).is_none());
+        b.file_count = Some(0);
+        assert!(batched_files(&job_with(spec((0, 1)), b.clone())).is_some());
+        b.files = Some((Vec::new(), true));
+        assert!(
+            batched_files(&job_with(spec((0, 1)), b)).is_none(),
+            "a next page"
+        );
+    }
 }

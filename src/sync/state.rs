@@ -114,6 +114,12 @@ pub(crate) struct PendingRun {
     pub(crate) last_error: Option<String>,
     /// `historyLineCount` minus mirrored rows (for progress; ≥ 0).
     pub(crate) expected_rows: u64,
+    /// The last mirrored history step.
+    pub(crate) history_last_step: Option<i64>,
+    /// Mirrored history rows.
+    pub(crate) history_rows: u64,
+    /// Mirrored system events.
+    pub(crate) system_rows: u64,
 }
 
 /// Pending runs of `project` (not deleted), oldest first; with `all`, every run not deleted.
@@ -127,7 +133,8 @@ pub(crate) async fn pending_runs(
         .query(
             "SELECT r.run_pk, r.run_id, s.engine_state -> 'listed', s.engine_state -> 'synced',
                     s.consecutive_errors, s.last_error,
-                    greatest(coalesce(r.history_line_count, 0) - s.history_rows, 0)
+                    greatest(coalesce(r.history_line_count, 0) - s.history_rows, 0),
+                    s.history_last_step, s.history_rows, s.system_rows
              FROM wandb.runs r JOIN wandb.run_sync_state s USING (run_pk)
              WHERE r.project_pk = $1 AND NOT r.deleted
                AND ($2 OR (s.engine_state -> 'listed') IS DISTINCT FROM (s.engine_state -> 'synced'))
@@ -146,6 +153,9 @@ pub(crate) async fn pending_runs(
             consecutive_errors: r.get(4),
             last_error: r.get(5),
             expected_rows: u64::try_from(r.get::<_, i64>(6)).unwrap_or(0),
+            history_last_step: r.get(7),
+            history_rows: u64::try_from(r.get::<_, i64>(8)).unwrap_or(0),
+            system_rows: u64::try_from(r.get::<_, i64>(9)).unwrap_or(0),
         })
         .collect())
 }

@@ -83,6 +83,7 @@ async fn fetch_all(
                 last_step: info.last_step?,
                 expected_rows: Some(info.history_line_count),
                 run_finished: wandbfs::sync::records::is_terminal(Some(info.state.as_str())),
+                exports: None,
             })
         })
         .collect();

@@ -69,6 +69,11 @@ pub struct SyncArgs {
     #[arg(long)]
     no_parquet: bool,
 
+    /// Read every run with its own requests (history pages, events, files) instead of many
+    /// runs per request. Slower against W&B's request budget; for comparing and debugging.
+    #[arg(long)]
+    no_batch: bool,
+
     /// Only history requests expecting at least this many rows look for parquet exports.
     #[arg(long, default_value_t = SyncOptions::default().parquet_min_rows, value_name = "ROWS")]
     parquet_min_rows: u64,
@@ -107,6 +112,7 @@ impl SyncArgs {
             artifacts: !self.no_artifacts,
             parquet_exports: !self.no_parquet,
             parquet_min_rows: self.parquet_min_rows,
+            batch: !self.no_batch,
             ..SyncOptions::default()
         }
     }

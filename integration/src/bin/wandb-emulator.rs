@@ -82,6 +82,48 @@ struct Args {
     /// Rows per exported parquet file.
     #[arg(long, default_value_t = 100_000)]
     export_rows_per_file: usize,
+    /// W&B as its users meet it, on the GraphQL endpoint: `wandb` = 200 requests a minute per
+    /// key (429 + Retry-After beyond), 150 ms a request, 1.25 s per 1,000 rows returned; the
+    /// flags below change each part.
+    #[arg(long, value_parser = ["wandb"])]
+    profile: Option<String>,
+    /// GraphQL requests per API key and window: `200/min`, `5/s`.
+    #[arg(long, value_name = "N/UNIT", value_parser = parse_rate_limit)]
+    rate_limit: Option<wandb_emulator::profile::RateLimit>,
+    /// Latency of every GraphQL request, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    latency_ms: Option<u64>,
+    /// Latency per 1,000 rows a GraphQL reply carries, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    row_cost_ms: Option<u64>,
+    /// GraphQL replies of more rows fail with 500 "context deadline exceeded".
+    #[arg(long, value_name = "ROWS")]
+    max_rows: Option<u64>,
+}
+
+fn parse_rate_limit(text: &str) -> Result<wandb_emulator::profile::RateLimit, String> {
+    wandb_emulator::profile::RateLimit::parse(text)
+        .ok_or_else(|| format!("not a rate: {text:?} (e.g. 200/min)"))
+}
+
+fn profile(args: &Args) -> wandb_emulator::profile::WandbProfile {
+    let mut p = match args.profile.as_deref() {
+        Some("wandb") => wandb_emulator::profile::WandbProfile::wandb(),
+        _ => wandb_emulator::profile::WandbProfile::default(),
+    };
+    if let Some(limit) = args.rate_limit {
+        p.rate_limit = Some(limit);
+    }
+    if let Some(ms) = args.latency_ms {
+        p.latency = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.row_cost_ms {
+        p.row_cost = Duration::from_millis(ms);
+    }
+    if let Some(rows) = args.max_rows {
+        p.max_rows = Some(rows);
+    }
+    p
 }
 
 fn faults(args: &Args) -> anyhow::Result<FaultSettings> {
@@ -147,6 +189,7 @@ fn main() -> anyhow::Result<()> {
         seeds: args.seeds.clone(),
         signed_url_ttl: Duration::from_secs(args.signed_url_ttl),
         faults: faults(&args)?,
+        profile: profile(&args),
         worker_threads: args.worker_threads,
         ..EmulatorConfig::default()
     };

@@ -79,6 +79,27 @@ pub async fn handle(
             "user is not logged in: invalid or missing API key",
         );
     }
+    // The W&B profile (crate::profile): the key's budget, then the request's latency.
+    let profile = app.profile.read().clone();
+    let admission = app.budgets.admit(auth.unwrap_or(""), profile.rate_limit);
+    if let Some(retry_after) = admission.refused {
+        if let Some(axum::Extension(rec)) = &record {
+            rec.set_fault("rate_limit");
+        }
+        let mut resp = Response::new(Body::from(r#"{"error":"rate limit exceeded"}"#));
+        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        rate_limit_headers(&mut resp, admission.headers);
+        return resp;
+    }
+    if !profile.latency.is_zero() {
+        tokio::time::sleep(profile.latency).await;
+    }
     let mut req: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -101,6 +122,27 @@ pub async fn handle(
         .schema
         .execute(req.data(Arc::clone(&jobs)).data(Arc::clone(&hints)))
         .await;
+    let rows = if profile.max_rows.is_some() || !profile.row_cost.is_zero() {
+        jobs.rows()
+    } else {
+        0
+    };
+    if let Some(max) = profile.max_rows
+        && rows > max
+    {
+        if let Some(axum::Extension(rec)) = &record {
+            rec.set_fault("too_heavy");
+        }
+        let mut resp = error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "context deadline exceeded",
+        );
+        rate_limit_headers(&mut resp, admission.headers);
+        return resp;
+    }
+    if rows > 0 && !profile.row_cost.is_zero() {
+        tokio::time::sleep(profile.row_cost.mul_f64(rows as f64 / 1000.0)).await;
+    }
     let status = match hints.forced_status() {
         Some(s) => StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY),
         None if !resp.errors.is_empty() && resp.data == async_graphql::Value::Null => {
@@ -129,5 +171,16 @@ pub async fn handle(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    rate_limit_headers(&mut out, admission.headers);
     out
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`, as W&B sends them.
+fn rate_limit_headers(resp: &mut Response<Body>, values: Option<(u32, u32, u64)>) {
+    if let Some((limit, remaining, reset)) = values {
+        let headers = resp.headers_mut();
+        headers.insert("RateLimit-Limit", HeaderValue::from(limit));
+        headers.insert("RateLimit-Remaining", HeaderValue::from(remaining));
+        headers.insert("RateLimit-Reset", HeaderValue::from(reset));
+    }
 }

@@ -17,7 +17,8 @@ use std::task::{Context, Poll};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use axum::routing::{any, post, put};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -80,6 +81,44 @@ fn classify(listener: Listener, method: &Method, path: &str) -> RouteKind {
     }
 }
 
+/// `GET /_emulator/profile`: the W&B profile in force (JSON; API key required).
+async fn profile_get(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response<Body> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !state.app.authorized(auth) {
+        return error_response(StatusCode::UNAUTHORIZED, "API key required");
+    }
+    let profile = state.app.profile.read().clone();
+    Response::new(Body::from(
+        serde_json::to_string(&profile).unwrap_or_default(),
+    ))
+}
+
+/// `POST /_emulator/profile`: replaces the W&B profile (JSON as `GET` returns it; API key
+/// required), so a harness in another process can measure with it on and off against one
+/// seeded emulator. Budget windows start over.
+async fn profile_set(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !state.app.authorized(auth) {
+        return error_response(StatusCode::UNAUTHORIZED, "API key required");
+    }
+    match serde_json::from_slice::<crate::profile::WandbProfile>(&body) {
+        Ok(profile) => {
+            *state.app.profile.write() = profile;
+            state.app.budgets.reset();
+            Response::new(Body::from("{}"))
+        }
+        Err(e) => error_response(StatusCode::BAD_REQUEST, &format!("not a profile: {e}")),
+    }
+}
+
 fn main_router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route(
@@ -95,6 +134,10 @@ fn main_router(state: Arc<HttpState>) -> Router {
             put(files::upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/sdk/otel/{*rest}", any(|| async { StatusCode::OK }))
+        .route(
+            "/_emulator/profile",
+            axum::routing::get(profile_get).post(profile_set),
+        )
         .merge(crate::artifacts::http::routes())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not found") })
         .with_state(state)

@@ -86,6 +86,34 @@ impl SpliceJobs {
         self.jobs.lock().is_empty()
     }
 
+    /// The rows the recorded jobs render: what a reply costs the server (the W&B profile's
+    /// per-row cost and heavy-query limit, `crate::profile`).
+    pub fn rows(&self) -> u64 {
+        let jobs = self.jobs.lock();
+        jobs.iter()
+            .map(|job| match job {
+                SpliceJob::Lines {
+                    run,
+                    stream,
+                    min_step,
+                    max_step,
+                    samples,
+                } => {
+                    let rec = run.record.read();
+                    let log = match stream {
+                        Stream::History => &rec.history,
+                        Stream::Events => &rec.events,
+                    };
+                    log.select(*min_step, *max_step).len().min(*samples)
+                }
+                SpliceJob::LiveData { run, min_step, .. } => {
+                    let rec = run.record.read();
+                    rec.history.select(Some(*min_step), None).len()
+                }
+            })
+            .sum()
+    }
+
     /// Replaces every serialised sentinel in `body` by its rendered list.
     pub fn apply(&self, body: Vec<u8>) -> Vec<u8> {
         let jobs = self.jobs.lock();

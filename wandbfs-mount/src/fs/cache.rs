@@ -344,7 +344,9 @@ impl ContentCache {
                 limit,
                 index: Mutex::new(index),
                 queue,
-                room: Arc::new(tokio::sync::Semaphore::new((WRITE_QUEUE_BYTES >> 10) as usize)),
+                room: Arc::new(tokio::sync::Semaphore::new(
+                    (WRITE_QUEUE_BYTES >> 10) as usize,
+                )),
             }),
         };
         cache.evict();
