@@ -59,7 +59,7 @@ def main():
     if task == "pandas-sdk":
         import pandas as pd
     started = time.perf_counter()
-    api = wandb.Api(timeout=120)
+    api = wandb.Api(timeout=300)  # see sdk_pipeline.py
     if task == "ls-sdk":
         n = len(list(api.runs(args[0])))
         out(seconds=time.perf_counter() - started, entries=n)

@@ -290,6 +290,7 @@ class Bench:
         self.db_started = False
         self.synced: dict[str, dict] = {}
         self.python = sys.executable
+        self.emulator_args: list[str] = []
 
     # -- environment ---------------------------------------------------------------------------
 
@@ -322,7 +323,7 @@ class Bench:
         ]
 
     def start_emulator(self) -> None:
-        cmd = [self.emulator_bin, "--worker-threads", "2"]
+        cmd = [self.emulator_bin, "--worker-threads", "2", *self.emulator_args]
         for seed in self.seeds():
             cmd += ["--seed", seed]
         log(f"starting wandb-emulator ({len(self.seeds())} seeded projects; request log {self.emu_log})")

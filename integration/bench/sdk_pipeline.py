@@ -4,7 +4,8 @@ with psycopg, one transaction per run.
 
 Usage: sdk_pipeline.py ENTITY/PROJECT MAX_RUNS DSN [--no-db]
 
-Prints one JSON object: rows, runs, seconds (wall time from the run listing to the last commit).
+Prints one JSON object: rows, runs, seconds (wall time from `wandb.Api()` to the last commit),
+listed_seconds (the part until the run listing was done).
 With --no-db it only iterates `scan_history()` (the SDK's read rate alone).
 
 Postgres `jsonb` rejects NaN and ±Infinity, which W&B histories contain, so rows are sanitised
@@ -36,8 +37,11 @@ def main():
     path, max_runs, dsn = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     no_db = "--no-db" in sys.argv[4:]
     started = time.time()
-    api = wandb.Api(timeout=60)
+    # 300 s: under a request budget a 429's Retry-After can approach a minute, and the SDK
+    # gives up after `timeout`.
+    api = wandb.Api(timeout=300)
     runs = list(api.runs(path, order="+created_at", per_page=100))[:max_runs]
+    listed = time.time() - started
     rows = 0
     if no_db:
         for run in runs:
@@ -59,7 +63,8 @@ def main():
                             copy.write_row((run.id, row["_step"], json.dumps(sanitize(row))))
                             rows += 1
                 conn.commit()
-    print(json.dumps({"rows": rows, "runs": len(runs), "seconds": time.time() - started}))
+    print(json.dumps({"rows": rows, "runs": len(runs), "seconds": time.time() - started,
+                      "listed_seconds": listed}))
 
 
 if __name__ == "__main__":

@@ -177,6 +177,10 @@ pub struct SeedSpec {
     /// Size of the lazily generated file in the first artifact collection (0 = none).
     #[serde(default = "default_artifact_bigfile")]
     pub artifact_bigfile: u64,
+    /// Every run in this state (`running`, `finished`, …); `None`: the mix (every 10th run
+    /// running, crashed, failed; the rest finished).
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 fn default_artifact_bigfile() -> u64 {
@@ -198,6 +202,7 @@ impl SeedSpec {
             bigfile: 1 << 30,
             artifacts: 0,
             artifact_bigfile: default_artifact_bigfile(),
+            state: None,
         }
     }
 
@@ -243,6 +248,12 @@ impl SeedSpec {
         self
     }
 
+    /// Puts every run in `state` (e.g. `running`: a project of live runs).
+    pub fn state(mut self, state: impl Into<String>) -> Self {
+        self.state = Some(state.into());
+        self
+    }
+
     /// Sets the size of the large generated artifact file (0 = none).
     pub fn artifact_bigfile(mut self, bytes: u64) -> Self {
         self.artifact_bigfile = bytes;
@@ -253,7 +264,7 @@ impl SeedSpec {
 /// A malformed `--seed` value.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "invalid seed spec {spec:?}: {reason} (expected \"entity/project:runs=N,steps=N,keys=N,files=N[,seed=N][,bigfile=SIZE][,artifacts=N][,artifact_bigfile=SIZE]\")"
+    "invalid seed spec {spec:?}: {reason} (expected \"entity/project:runs=N,steps=N,keys=N,files=N[,seed=N][,bigfile=SIZE][,artifacts=N][,artifact_bigfile=SIZE][,state=STATE]\")"
 )]
 pub struct SeedSpecError {
     spec: String,
@@ -320,6 +331,12 @@ impl FromStr for SeedSpec {
                     out.artifact_bigfile =
                         parse_size(v).ok_or_else(|| err("artifact_bigfile: not a size"))?
                 }
+                "state" => match v.trim() {
+                    s @ ("running" | "finished" | "crashed" | "failed" | "killed") => {
+                        out.state = Some(s.to_owned())
+                    }
+                    _ => return Err(err("state: running, finished, crashed, failed or killed")),
+                },
                 other => return Err(err(&format!("unknown key {other:?}"))),
             }
         }
@@ -412,7 +429,7 @@ pub fn seed_project(
         let name = run_name(run_seed, &mut taken);
         // Runs are created one minute apart, ending now, so `createdAt` order = index order.
         let created = now - (spec.runs - i) as i64 * 60_000_000 - run_span;
-        let state = state_for(i);
+        let state = spec.state.as_deref().unwrap_or_else(|| state_for(i));
         let generator = GeneratedHistory {
             run_seed,
             rows: spec.steps,
@@ -579,6 +596,22 @@ mod tests {
         assert!("nope".parse::<SeedSpec>().is_err());
         assert!("e/p:runs=x".parse::<SeedSpec>().is_err());
         assert!("e/p:colour=red".parse::<SeedSpec>().is_err());
+        let s: SeedSpec = "e/p:runs=3,state=running".parse().expect("parses");
+        assert_eq!(s.state.as_deref(), Some("running"));
+        assert!("e/p:state=dancing".parse::<SeedSpec>().is_err());
+        let mut world = World::new(Viewer::for_entity("e"), 1_700_000_000_000_000);
+        let blobs = BlobStore::new(None).expect("store");
+        let report = seed_project(&mut world, &blobs, &s, 1_700_000_000_000_000).expect("seeds");
+        let states: Vec<String> = report
+            .runs
+            .iter()
+            .map(|k| {
+                let run = world.run(&k.entity, &k.project, &k.name).expect("exists");
+                let state = run.record.read().state.clone();
+                state
+            })
+            .collect();
+        assert_eq!(states, ["running"; 3]);
     }
 
     #[test]

@@ -197,3 +197,124 @@ async fn poisoned_runs_fail_history_only() {
         200
     );
 }
+
+/// The W&B profile, driven over HTTP as a harness in another process does: a per-key request
+/// budget answered as W&B does (`RateLimit-*` on every GraphQL reply, then 429 with
+/// `{"error": "rate limit exceeded"}` and `Retry-After`), the heavy-query refusal, downloads
+/// outside the budget, and the counters endpoint.
+#[tokio::test]
+async fn the_wandb_profile_budgets_graphql_per_key() {
+    let (emu, gql, run, file_url) = start();
+    let profile_url = format!("{}/_emulator/profile", emu.base_url());
+    let profile = json!({"rate_limit": {"requests": 3, "window": 60_000},
+                         "latency": 0, "row_cost": 0, "max_rows": 5});
+    let set = gql
+        .http
+        .post(&profile_url)
+        .header("Authorization", gql.basic())
+        .body(profile.to_string())
+        .send()
+        .await
+        .expect("POST profile");
+    assert_eq!(set.status(), 200);
+    let unauthorized = gql.http.post(&profile_url).body("{}").send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401, "the profile needs the API key");
+    let got: serde_json::Value = gql.get(&profile_url, true, &[]).await.json().await.unwrap();
+    assert_eq!(got, profile);
+
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let resp = gql
+            .http
+            .post(format!("{}/graphql", emu.base_url()))
+            .header("Authorization", gql.basic())
+            .header("Content-Type", "application/json")
+            .body(json!({"query": VIEWER, "operationName": "Viewer"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["ratelimit-limit"], "1000");
+        let reset: u64 = resp.headers()["ratelimit-reset"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&reset), "{reset}");
+        remaining.push(
+            resp.headers()["ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(remaining, ["666", "333", "0"], "on W&B's 0-1000 scale");
+    let refused = gql
+        .http
+        .post(format!("{}/graphql", emu.base_url()))
+        .header("Authorization", gql.basic())
+        .body(json!({"query": VIEWER}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["ratelimit-remaining"], "0");
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body, json!({"error": "rate limit exceeded"}));
+    assert_eq!(
+        gql.get(&file_url, true, &[]).await.status(),
+        200,
+        "downloads are object storage, outside the GraphQL budget"
+    );
+    // (Per key: the emulator knows one key; `profile::tests` checks that budgets are per key.)
+
+    // A reply of more rows than the profile's max_rows: W&B's heavy-query refusal.
+    let profile = json!({"rate_limit": null, "latency": 0, "row_cost": 0, "max_rows": 5});
+    gql.http
+        .post(&profile_url)
+        .header("Authorization", gql.basic())
+        .body(profile.to_string())
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = gql
+        .post(HISTORY_PAGE, json!({"run": run}), "HistoryPage")
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.to_string().contains("context deadline exceeded"),
+        "{body}"
+    );
+    let small = HISTORY_PAGE.replace("maxStep: 10, samples: 10", "maxStep: 4, samples: 4");
+    let (status, body) = gql.post(&small, json!({"run": run}), "HistoryPage").await;
+    assert_eq!(status, 200, "{body}");
+
+    let counters: serde_json::Value = gql
+        .get(&format!("{}/_emulator/counters", emu.base_url()), true, &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        counters["by_operation"]["Viewer"]["requests"], 3,
+        "{counters}"
+    );
+    assert_eq!(
+        counters["by_route"]["graphql"]["requests"], 6,
+        "the refused request too: {counters}"
+    );
+    assert_eq!(
+        counters["by_operation"]["HistoryPage"]["requests"], 2,
+        "{counters}"
+    );
+    assert_eq!(
+        counters["by_operation"]["HistoryPage"]["errors"], 1,
+        "{counters}"
+    );
+}

@@ -21,7 +21,6 @@
 //! waits as any other.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::error::Result;
@@ -200,7 +199,11 @@ pub(crate) fn spec_for(
         history: if big { None } else { window },
         events,
         files,
-        parquet: big && finished && options.parquet_exports && window.is_some(),
+        parquet: big
+            && finished
+            && options.parquet_exports
+            && window.is_some()
+            && remaining.is_none_or(|r| r >= options.parquet_min_rows),
         run: None,
     };
     let rows = if big { 0 } else { remaining.unwrap_or(0) } + system_rows;
@@ -255,81 +258,102 @@ impl Plan {
         self.planned.len()
     }
 
-    /// Fetches the bundles in requests within `budget` and returns every job, each with its
-    /// bundle when its run's read succeeded (the job checks it), in batches as they arrive
-    /// (`each` is called per finished batch, so jobs can start while later batches load).
+    /// Fetches the bundles in requests within `budget`, up to `concurrency` requests at a
+    /// time, and hands every job to `each` — with its bundle when its run's read succeeded (the
+    /// job checks it) — batch by batch, in order, so jobs are written while later batches load.
     pub(crate) async fn fetch<F, Fut>(
         self,
         ctx: &JobContext<'_>,
         budget: &BatchBudget,
-        mut each: F,
+        concurrency: usize,
+        each: F,
     ) -> Result<()>
     where
         F: FnMut(Vec<RunJob>) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
-        let limit = Arc::new(AtomicUsize::new(budget.runs.max(1)));
-        let mut queue = pack(self.planned, budget);
-        while let Some(mut batch) = queue.pop_front() {
-            // A size that failed before is not tried again.
-            let allowed = limit.load(Ordering::Relaxed).max(1);
-            if batch.len() > allowed {
-                let rest = batch.split_off(allowed);
-                queue.push_front(rest);
-            }
-            let specs: Vec<BundleSpec> = batch.iter().map(|p| p.spec.clone()).collect();
-            match ctx
-                .client
-                .run_bundles(ctx.entity, ctx.project, &specs)
-                .await
-            {
-                Ok(outcomes) => {
-                    let mut jobs = Vec::with_capacity(batch.len());
-                    for (planned, outcome) in batch.into_iter().zip(outcomes) {
-                        let mut job = planned.job;
-                        match outcome {
-                            BundleOutcome::Found(bundle) => {
-                                job.bundle = Some(Box::new(Prefetched {
-                                    spec: planned.spec,
-                                    bundle,
-                                }));
-                            }
-                            BundleOutcome::Missing => {
-                                // Deleted upstream since the listing: the per-run path finds
-                                // out and marks it.
-                                tracing::debug!(run = %job.run_id, "batched read: no such run");
-                            }
-                            BundleOutcome::Failed(message) => {
-                                tracing::debug!(
-                                    run = %job.run_id,
-                                    "batched read failed for this run ({message}); read per run"
-                                );
-                            }
+        use futures::{StreamExt, TryStreamExt};
+        let limit = AtomicUsize::new(budget.runs.max(1));
+        let limit = &limit;
+        // Up to `concurrency` reads in flight ahead of the writer; one batch's jobs written at
+        // a time (they run `concurrency` at once themselves, so the database sees no more
+        // writers than without batching).
+        futures::stream::iter(pack(self.planned, budget))
+            .map(|batch| fetch_batch(ctx, batch, limit))
+            .buffered(concurrency.max(1))
+            .try_for_each(each)
+            .await
+    }
+}
+
+/// Reads one batch: its jobs, each with its bundle when its run's read succeeded. A request
+/// that fails as a whole is split in two and each half read in turn (down to single runs,
+/// which are returned without a bundle: the per-run path reads them); a size that failed
+/// lowers `limit`, and batches above it are split before they are sent.
+async fn fetch_batch(
+    ctx: &JobContext<'_>,
+    batch: Vec<Planned>,
+    limit: &AtomicUsize,
+) -> Result<Vec<RunJob>> {
+    let mut queue = VecDeque::from([batch]);
+    let mut out = Vec::new();
+    while let Some(mut batch) = queue.pop_front() {
+        // A size that failed before is not tried again.
+        let allowed = limit.load(Ordering::Relaxed).max(1);
+        if batch.len() > allowed {
+            let rest = batch.split_off(allowed);
+            queue.push_front(rest);
+        }
+        let specs: Vec<BundleSpec> = batch.iter().map(|p| p.spec.clone()).collect();
+        match ctx
+            .client
+            .run_bundles(ctx.entity, ctx.project, &specs)
+            .await
+        {
+            Ok(outcomes) => {
+                for (planned, outcome) in batch.into_iter().zip(outcomes) {
+                    let mut job = planned.job;
+                    match outcome {
+                        BundleOutcome::Found(bundle) => {
+                            job.bundle = Some(Box::new(Prefetched {
+                                spec: planned.spec,
+                                bundle,
+                            }));
                         }
-                        jobs.push(job);
+                        BundleOutcome::Missing => {
+                            // Deleted upstream since the listing: the per-run path finds out
+                            // and marks it.
+                            tracing::debug!(run = %job.run_id, "batched read: no such run");
+                        }
+                        BundleOutcome::Failed(message) => {
+                            tracing::debug!(
+                                run = %job.run_id,
+                                "batched read failed for this run ({message}); read per run"
+                            );
+                        }
                     }
-                    each(jobs).await?;
+                    out.push(job);
                 }
-                Err(e @ crate::client::Error::Unauthenticated { .. }) => return Err(e.into()),
-                Err(e) if batch.len() > 1 => {
-                    let half = batch.len().div_ceil(2);
-                    tracing::info!(
-                        runs = batch.len(),
-                        "a batched read failed ({e}); splitting it in two"
-                    );
-                    limit.fetch_min(half, Ordering::Relaxed);
-                    let second = batch.split_off(half);
-                    queue.push_front(second);
-                    queue.push_front(batch);
-                }
-                Err(e) => {
-                    tracing::info!("a batched read of one run failed ({e}); read per run");
-                    each(batch.into_iter().map(|p| p.job).collect()).await?;
-                }
+            }
+            Err(e @ crate::client::Error::Unauthenticated { .. }) => return Err(e.into()),
+            Err(e) if batch.len() > 1 => {
+                let half = batch.len().div_ceil(2);
+                tracing::info!(
+                    runs = batch.len(),
+                    "a batched read failed ({e}); splitting it in two"
+                );
+                limit.fetch_min(half, Ordering::Relaxed);
+                let second = batch.split_off(half);
+                queue.push_front(second);
+                queue.push_front(batch);
+            }
+            Err(e) => {
+                tracing::info!("a batched read of one run failed ({e}); read per run");
+                out.extend(batch.into_iter().map(|p| p.job));
             }
         }
-        Ok(())
     }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -126,8 +126,11 @@ pub struct SyncOptions {
     /// exports a run is paged as before (see `sync::parquet`).
     pub parquet_exports: bool,
     /// Only requests expecting at least this many rows ask for exports; smaller ones (live
-    /// tails, short runs) are paged directly, where the listing call would cost as much as the
-    /// pages it saves. Default **10,000**.
+    /// tails, short runs) are paged directly or come in batched reads. Default **5,000**: the
+    /// most a run may have to be read in a batch (`BatchBudget::run_rows`), so every finished
+    /// run too big for a batch reads its exports — their listing rides in the batch, and the
+    /// files are object storage, outside W&B's request budget, whereas a 5,000-row page is a
+    /// request of the budget and ~7 s of W&B's server time.
     pub parquet_min_rows: u64,
     /// First `samples` bound of an `events` request (there is no step window for events; when a
     /// reply fills the bound, the request is repeated with a larger one). Default **10,000**
@@ -164,7 +167,7 @@ impl Default for SyncOptions {
             artifacts: true,
             events_samples: 10_000,
             parquet_exports: true,
-            parquet_min_rows: 10_000,
+            parquet_min_rows: 5_000,
             lock_wait: Duration::ZERO,
             batch: true,
             batch_budget: super::BatchBudget::default(),

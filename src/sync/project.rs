@@ -405,7 +405,7 @@ async fn run_pending(
     let concurrency = options.concurrency.max(1);
     if !batched.is_empty() {
         batched
-            .fetch(ctx, &budget, |jobs| async move {
+            .fetch(ctx, &budget, concurrency, |jobs| async move {
                 futures::stream::iter(jobs)
                     .map(|job| run_job::execute(ctx, job))
                     .buffer_unordered(concurrency)

@@ -119,6 +119,23 @@ async fn profile_set(
     }
 }
 
+/// `GET /_emulator/counters`: requests served since start (or the last in-process reset), by
+/// GraphQL operation and by route kind (JSON; API key required). Every request is counted when
+/// it arrives, so a snapshot taken after a client exits holds all of its requests: a harness
+/// in another process diffs two snapshots instead of waiting for a log.
+async fn counters_get(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response<Body> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !state.app.authorized(auth) {
+        return error_response(StatusCode::UNAUTHORIZED, "API key required");
+    }
+    match serde_json::to_string(&state.app.log.counters()) {
+        Ok(json) => Response::new(Body::from(json)),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 fn main_router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route(
@@ -138,6 +155,7 @@ fn main_router(state: Arc<HttpState>) -> Router {
             "/_emulator/profile",
             axum::routing::get(profile_get).post(profile_set),
         )
+        .route("/_emulator/counters", axum::routing::get(counters_get))
         .merge(crate::artifacts::http::routes())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not found") })
         .with_state(state)
