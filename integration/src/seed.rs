@@ -607,8 +607,7 @@ mod tests {
             .iter()
             .map(|k| {
                 let run = world.run(&k.entity, &k.project, &k.name).expect("exists");
-                let state = run.record.read().state.clone();
-                state
+                run.record.read().state.clone()
             })
             .collect();
         assert_eq!(states, ["running"; 3]);
