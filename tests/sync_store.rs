@@ -266,3 +266,68 @@ async fn a_run_file_changed_after_the_sync_is_read_as_it_is_now() {
         .unwrap();
     assert_eq!(&tail[..], b"and one more line\n");
 }
+
+/// A mirrored `history.jsonl` of several read pieces (4 MiB each, several statements in flight
+/// per reader): the whole file and ranges across piece boundaries come back in order, byte for
+/// byte, from the mirror alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_mirrored_streams_are_read_in_parallel_pieces_in_order() {
+    let spec = SeedSpec::new(ENTITY, PROJECT)
+        .runs(1)
+        .steps(40_000)
+        .keys(20)
+        .files(1)
+        .bigfile(0);
+    let emu = Emulator::start_with(EmulatorConfig::default().seed(spec)).expect("emulator");
+    let db = database().await;
+    let options = SyncOptions {
+        artifacts: false,
+        ..SyncOptions::default()
+    };
+    let report = sync(
+        &engine(client(&emu), &db.mirror, options),
+        &format!("{ENTITY}/{PROJECT}"),
+    )
+    .await;
+    assert!(report.is_success(), "{report:#?}");
+    let store = WandbStore::builder(client(&emu))
+        .with_source(Arc::new(MirrorSource::new(db.mirror.clone())))
+        .build();
+    let key = &emu.runs(ENTITY, PROJECT)[0];
+    let expected = expected_jsonl(&emu.history_rows(key).unwrap());
+    let piece = 4 << 20;
+    assert!(
+        expected.len() > 3 * piece,
+        "the file spans several pieces: {} bytes",
+        expected.len()
+    );
+    emu.reset_counters();
+    let path = format!("{ENTITY}/{PROJECT}/{}/history.jsonl", key.name);
+    let whole = get(&store, &path).await;
+    assert!(whole == expected, "the whole file differs");
+    let location = Path::parse(&path).unwrap();
+    for range in [
+        piece - 7..piece + 11,
+        3..2 * piece + 1,
+        piece..3 * piece,
+        expected.len() - piece - 5..expected.len(),
+    ] {
+        let got = store
+            .get_opts(
+                &location,
+                GetOptions::new().with_range(Some(GetRange::Bounded(
+                    range.start as u64..range.end as u64,
+                ))),
+            )
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert!(
+            got[..] == expected[range.clone()],
+            "range {range:?} differs"
+        );
+    }
+    assert_eq!(graphql_requests(&emu), 0, "{:?}", emu.counters());
+}

@@ -438,6 +438,12 @@ impl std::fmt::Debug for StreamRange {
 /// reader holds little.
 const READ_PIECE: u64 = 4 << 20;
 
+/// Read statements in flight per reader, delivered in order: a whole-file read (`wandbfs cat`,
+/// `cp`, a `get`) overlaps the server's detoasting of the next pieces with the consumer, as
+/// the mount's readahead does. At most `READ_AHEAD × READ_PIECE` (16 MiB) held per reader; a
+/// read of one piece (the mount's 1 MiB requests) is one statement, as before.
+const READ_AHEAD: usize = 4;
+
 #[async_trait]
 impl RangeRead for StreamRange {
     async fn read(
@@ -445,35 +451,34 @@ impl RangeRead for StreamRange {
         range: Range<u64>,
     ) -> SourceResult<BoxStream<'static, SourceResult<Bytes>>> {
         let this = self.clone();
-        let end = range.end;
-        Ok(stream::unfold(range.start, move |pos| {
-            let this = this.clone();
-            async move {
-                if pos >= end {
-                    return None;
-                }
-                let len = (end - pos).min(READ_PIECE) as usize;
-                match this
-                    .mirror
-                    .read_stream(this.run, this.stream, pos, len)
-                    .await
-                {
-                    Ok(bytes) if bytes.is_empty() => Some((
-                        Err(StoreError::Invalid {
+        let pieces = (range.start..range.end)
+            .step_by(READ_PIECE as usize)
+            .map(move |pos| (pos, (range.end - pos).min(READ_PIECE) as usize));
+        Ok(stream::iter(pieces)
+            .map(move |(pos, len)| {
+                let this = this.clone();
+                async move {
+                    match this
+                        .mirror
+                        .read_stream(this.run, this.stream, pos, len)
+                        .await
+                    {
+                        // The store asks only for ranges inside the length it read, and bytes
+                        // below the length never change: a short piece means the copy shrank.
+                        Ok(bytes) if bytes.len() < len => Err(StoreError::Invalid {
                             path: this.path.clone(),
-                            message: format!("the mirror's copy ends at byte {pos}"),
+                            message: format!(
+                                "the mirror's copy ends at byte {}",
+                                pos + bytes.len() as u64
+                            ),
                         }),
-                        end,
-                    )),
-                    Ok(bytes) => {
-                        let next = pos + bytes.len() as u64;
-                        Some((Ok(bytes), next))
+                        Ok(bytes) => Ok(bytes),
+                        Err(e) => Err(mirror_error(&this.path, e)),
                     }
-                    Err(e) => Some((Err(mirror_error(&this.path, e)), end)),
                 }
-            }
-        })
-        .boxed())
+            })
+            .buffered(READ_AHEAD)
+            .boxed())
     }
 }
 
