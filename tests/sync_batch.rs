@@ -88,11 +88,22 @@ async fn add_events(emu: &Emulator) {
     }
 }
 
+/// `row` (a jsonb expression) with its `run_pk` replaced by the run's id (`runs` itself drops
+/// it): run keys are numbered in the order the listing's concurrent writes happened to run.
+fn by_run(row: &str) -> String {
+    format!(
+        "(CASE WHEN {row} ? 'run_pk' THEN {row} - 'run_pk' || CASE WHEN {row} ? 'run_id' THEN '{{}}'::jsonb
+              ELSE jsonb_build_object('run', (SELECT r.run_id FROM wandb.runs r
+                                              WHERE r.run_pk = ({row}->>'run_pk')::bigint)) END
+          ELSE {row} END)"
+    )
+}
+
 /// Every row of every table of the mirror schema, as JSON text, sorted — without the columns
 /// that record when a sync ran (they differ between any two syncs), the engine's own
-/// bookkeeping and the metric keys' surrogate ids (numbered in the order concurrent jobs
-/// happened to ingest; rows name their key set by its keys instead); the streams' chunks reassembled per run and stream (their cut points are
-/// storage, not content).
+/// bookkeeping and surrogate ids numbered in the order concurrent writers happened to run
+/// (rows name their run by its id and their key set by its keys instead); the streams' chunks
+/// reassembled per run and stream (their cut points are storage, not content).
 async fn dump(db: &TestDatabase) -> BTreeMap<String, Vec<String>> {
     let sql = db.raw_client().await.expect("sql client");
     let tables: Vec<String> = sql
@@ -128,8 +139,8 @@ async fn dump(db: &TestDatabase) -> BTreeMap<String, Vec<String>> {
             .collect();
         let rows: Vec<String> = if table == "stream_chunks" {
             sql.query(
-                "SELECT run_pk::text || ':' || stream::text || ':' || md5(string_agg(body, ''::bytea ORDER BY byte_start))
-                 FROM wandb.stream_chunks GROUP BY run_pk, stream",
+                "SELECT r.run_id || ':' || c.stream::text || ':' || md5(string_agg(c.body, ''::bytea ORDER BY c.byte_start))
+                 FROM wandb.stream_chunks c JOIN wandb.runs r USING (run_pk) GROUP BY r.run_id, c.stream",
                 &[],
             )
             .await
@@ -141,8 +152,9 @@ async fn dump(db: &TestDatabase) -> BTreeMap<String, Vec<String>> {
             // The key set by its keys: its id is a surrogate, numbered in ingest order.
             sql.query(
                 &format!(
-                    "SELECT (to_jsonb(t) - 'key_set_id' || jsonb_build_object('keys', ks.keys))::text
-                     FROM wandb.{table} t JOIN wandb.key_sets ks USING (key_set_id)"
+                    "SELECT {}::text
+                     FROM wandb.{table} t JOIN wandb.key_sets ks USING (key_set_id)",
+                    by_run("(to_jsonb(t) - 'key_set_id' || jsonb_build_object('keys', ks.keys))")
                 ),
                 &[],
             )
@@ -153,7 +165,10 @@ async fn dump(db: &TestDatabase) -> BTreeMap<String, Vec<String>> {
             .collect()
         } else {
             sql.query(
-                &format!("SELECT (to_jsonb(t) - $1::text[])::text FROM wandb.{table} t"),
+                &format!(
+                    "SELECT {}::text FROM wandb.{table} t",
+                    by_run("(to_jsonb(t) - $1::text[])")
+                ),
                 &[&skip],
             )
             .await
