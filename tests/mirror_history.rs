@@ -2,7 +2,7 @@
 //! pre-rendered chunks, byte-exact reads, idempotence and crash safety at the batch level.
 
 use wandbfs::mirror::testing::{TestDatabase, fresh_database_with_run};
-use wandbfs::mirror::{CHUNK_TARGET_BYTES, Mirror, RunPk, Stream};
+use wandbfs::mirror::{BLOCK_ROWS, BLOCK_TEXT_BYTES, Mirror, RunPk, Stream};
 
 async fn setup() -> (TestDatabase, RunPk) {
     fresh_database_with_run().await.expect("test database")
@@ -131,7 +131,7 @@ async fn random_range_reads_equal_slices_of_the_full_rendering() {
     let (db, run) = setup().await;
     let lines: Vec<String> = (0..6000).map(row).collect();
     let expected = jsonl(&lines);
-    // Several batches of uneven size, so the trailing chunk gets merged repeatedly.
+    // Several batches of uneven size, so the last block is taken back and rewritten repeatedly.
     let mut writer = db
         .mirror
         .stream_writer(run, Stream::History)
@@ -159,7 +159,7 @@ async fn random_range_reads_equal_slices_of_the_full_rendering() {
         let len = match next() % 4 {
             0 => (next() % 16) as usize,
             1 => (next() % 4096) as usize,
-            2 => (next() % (3 * CHUNK_TARGET_BYTES as u64)) as usize,
+            2 => (next() % (3 * BLOCK_TEXT_BYTES as u64)) as usize,
             _ => 128 * 1024,
         };
         let got = db
@@ -172,26 +172,27 @@ async fn random_range_reads_equal_slices_of_the_full_rendering() {
         assert_eq!(&got[..], &expected[lo..hi], "offset {offset} len {len}");
     }
 
-    // Chunk invariants: they tile the file, and all but the last are at least the target.
+    // Block invariants: they tile the file, and all but the last are full.
     let client = db.raw_client().await.unwrap();
-    let chunks: Vec<(i64, i32)> = client
+    let blocks: Vec<(i64, i32, i32)> = client
         .query(
-            "SELECT byte_start, byte_len FROM wandb.stream_chunks WHERE run_pk = $1 AND stream = 1
-             ORDER BY byte_start",
+            "SELECT byte_start, byte_len, n_rows FROM wandb.stream_blocks
+             WHERE run_pk = $1 AND stream = 1 ORDER BY byte_start",
             &[&run.0],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
+    assert!(blocks.len() > 3, "{} blocks", blocks.len());
     let mut pos = 0i64;
-    for (i, (start, len)) in chunks.iter().enumerate() {
+    for (i, (start, len, rows)) in blocks.iter().enumerate() {
         assert_eq!(*start, pos);
-        if i + 1 < chunks.len() {
+        if i + 1 < blocks.len() {
             assert!(
-                *len as usize >= CHUNK_TARGET_BYTES,
-                "chunk {i} is {len} bytes"
+                *rows as usize >= BLOCK_ROWS || *len as usize >= BLOCK_TEXT_BYTES,
+                "block {i} has {rows} rows and {len} bytes"
             );
         }
         pos += i64::from(*len);
@@ -266,12 +267,13 @@ async fn a_failing_batch_leaves_everything_as_before() {
         .unwrap_err();
     assert!(err.to_string().contains("step 40"), "{err}");
 
-    // A batch the server rejects mid-COPY (here: a constraint the test adds, failing at step
-    // 35): the whole transaction — rows, chunks, state — must roll back.
+    // A batch the server rejects mid-COPY (here: a constraint the test adds, failing on the
+    // block holding step 35): the whole transaction — blocks, values, state — must roll back.
     let client = db.raw_client().await.unwrap();
     client
         .batch_execute(
-            "ALTER TABLE wandb.history ADD CONSTRAINT test_no_35 CHECK (step <> 35) NOT VALID",
+            "ALTER TABLE wandb.stream_blocks ADD CONSTRAINT test_no_35
+                 CHECK (NOT 35 BETWEEN first_key AND last_key) NOT VALID",
         )
         .await
         .unwrap();
@@ -288,7 +290,7 @@ async fn a_failing_batch_leaves_everything_as_before() {
         "{text}"
     );
     client
-        .batch_execute("ALTER TABLE wandb.history DROP CONSTRAINT test_no_35")
+        .batch_execute("ALTER TABLE wandb.stream_blocks DROP CONSTRAINT test_no_35")
         .await
         .unwrap();
 
@@ -383,7 +385,7 @@ async fn system_events_have_their_own_stream_and_view() {
 }
 
 #[tokio::test]
-async fn bytes_of_an_interrupted_batch_are_invisible_and_cut_off_on_resume() {
+async fn blocks_past_the_length_are_invisible_and_cut_off_on_resume() {
     let (db, run) = setup().await;
     let lines: Vec<String> = (0..50).map(row).collect();
     let first: Vec<(i64, String)> = (0..30).map(|i| (i as i64, lines[i].clone())).collect();
@@ -394,29 +396,17 @@ async fn bytes_of_an_interrupted_batch_are_invisible_and_cut_off_on_resume() {
     let committed = full_read(&db.mirror, run, Stream::History).await;
     let len = committed.len() as i64;
 
-    // What a `kill -9` between the chunk commit and the row commit leaves behind: the trailing
-    // chunk extended with the lines of a batch whose rows never committed, and a new chunk
-    // after it.
+    // Blocks and the length commit in one transaction, so a `kill -9` leaves nothing past the
+    // length; a database restored or edited by hand might. Readers must ignore such a block,
+    // and the next batch must cut it off.
     let client = db.raw_client().await.unwrap();
-    let orphan = format!("{}\n{}\n", lines[30], lines[31]);
     client
         .execute(
-            "UPDATE wandb.stream_chunks SET body = body || $2::bytea,
-                 byte_len = byte_len + length($2::bytea)
-             WHERE run_pk = $1 AND stream = 1
-               AND byte_start = (SELECT max(byte_start) FROM wandb.stream_chunks
-                                 WHERE run_pk = $1 AND stream = 1)",
-            &[&run.0, &orphan.as_bytes()],
-        )
-        .await
-        .unwrap();
-    let beyond = len + orphan.len() as i64;
-    client
-        .execute(
-            "INSERT INTO wandb.stream_chunks
-                 (run_pk, stream, byte_start, byte_len, first_key, last_key, n_rows, body)
-             VALUES ($1, 1, $2, 4, 32, 32, 1, 'junk'::bytea)",
-            &[&run.0, &beyond],
+            "INSERT INTO wandb.stream_blocks
+                 (run_pk, stream, byte_start, byte_len, first_key, last_key, n_rows, shapes,
+                  codec, body)
+             VALUES ($1, 1, $2, 4, 32, 32, 1, '{0}', 0, 'junk'::bytea)",
+            &[&run.0, &len],
         )
         .await
         .unwrap();
@@ -441,10 +431,10 @@ async fn bytes_of_an_interrupted_batch_are_invisible_and_cut_off_on_resume() {
         full_read(&db.mirror, run, Stream::History).await,
         jsonl(&lines)
     );
-    let (chunk_bytes, max_end): (i64, i64) = {
+    let (block_bytes, max_end): (i64, i64) = {
         let r = client
             .query_one(
-                "SELECT sum(byte_len)::int8, max(byte_start + byte_len) FROM wandb.stream_chunks
+                "SELECT sum(byte_len)::int8, max(byte_start + byte_len) FROM wandb.stream_blocks
                  WHERE run_pk = $1 AND stream = 1",
                 &[&run.0],
             )
@@ -453,9 +443,9 @@ async fn bytes_of_an_interrupted_batch_are_invisible_and_cut_off_on_resume() {
         (r.get(0), r.get(1))
     };
     assert_eq!(
-        chunk_bytes,
+        block_bytes,
         jsonl(&lines).len() as i64,
-        "no junk left in any chunk"
+        "no junk left in any block"
     );
-    assert_eq!(max_end, chunk_bytes);
+    assert_eq!(max_end, block_bytes);
 }

@@ -4,8 +4,8 @@
 //! - `wandb.metric_keys(key_id, path text[], key text)`: one row per numeric leaf path
 //!   (`{"train","acc"}`, dotted `train.acc`).
 //! - `wandb.key_sets(key_set_id, digest, key_ids int[], keys text[], paths jsonb)`: one row per
-//!   row *shape* ([`Shape`]: the sorted leaf paths of a row); `history.vals` and
-//!   `system_events.vals` are in the order of their key set's `key_ids`.
+//!   row *shape* ([`Shape`]: the sorted leaf paths of a row); each row of a block
+//!   (`stream_blocks.shapes`) names its key set, and `block_values` are stored per key id.
 //!
 //! Entries are never updated or deleted, so an id, once known, is valid for good and the cache
 //! needs no invalidation. New entries are inserted **in their own autocommitted statements**,
@@ -43,6 +43,13 @@ impl Dictionary {
     pub(crate) fn cached(&self, shapes: &[Shape]) -> Option<Vec<i32>> {
         let sets = self.key_sets.lock().unwrap_or_else(|e| e.into_inner());
         shapes.iter().map(|s| sets.get(s).copied()).collect()
+    }
+
+    /// The key ids of `shape`'s leaves, in shape order, if every one is cached (they are once
+    /// [`key_set_ids`](Self::key_set_ids) returned the shape's key set).
+    pub(crate) fn key_ids(&self, shape: &Shape) -> Option<Vec<i32>> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        shape.0.iter().map(|p| keys.get(p).copied()).collect()
     }
 
     /// The key-set ids of `shapes`, inserting missing keys and key sets. `client` must not be

@@ -86,6 +86,14 @@ pub enum MirrorError {
         required: i32,
     },
 
+    /// The upgrade of v1 history storage to blocks has not finished, and this connection was
+    /// asked not to run it.
+    #[error(
+        "the mirror's history is still being upgraded to the v2 storage format; run a writer \
+         (e.g. `wandbfs sync`) once to finish it"
+    )]
+    UpgradeUnfinished,
+
     /// An applied migration differs from the one this binary ships under the same version.
     #[error(
         "migration {version} ({name}) in the database differs from the one in this binary \

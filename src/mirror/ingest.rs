@@ -1,40 +1,32 @@
-//! Ingest of history rows and system events: binary COPY plus pre-rendered chunks, committed
-//! with the sync state.
+//! Ingest of history rows and system events: blocks written by binary COPY, committed with the
+//! sync state.
 //!
-//! A batch is applied by a transaction that (1) locks the run's sync-state row, (2) drops rows
-//! whose key (step, or event number) is not above the stored last key — so re-sending a batch
-//! after a crash, or overlapping pages, never duplicates anything — and decomposes the rest
-//! into numeric values and `extra` ([`super::rowcodec`]), resolving their key sets in the
-//! dictionary ([`super::dictionary`], committed on its own), (3) COPYs the rows into
-//! `wandb.history` / `wandb.system_events` in binary format, and (5) advances the sync state
-//! (last key, row count, byte length) and commits. Concurrently, on a second connection, (4) a
-//! chunk transaction appends the rows' JSON Lines text to the stream's chunks, rewriting at
-//! most one not-yet-full trailing chunk (bounded compaction: every chunk but the last is at
-//! least [`CHUNK_TARGET_BYTES`]); it commits after the row COPY succeeded and before (5).
+//! A batch is applied by one transaction that (1) locks the run's sync-state row, (2) drops
+//! rows whose key (step, or event number) is not above the stored last key — so re-sending a
+//! batch after a crash, or overlapping pages, never duplicates anything, (3) takes back the
+//! stream's last block if it is not full (its text is decompressed and its rows decomposed
+//! again with the new ones: bounded work, at most one block), (4) decomposes the rows into
+//! numeric values and `extra` ([`super::rowcodec`]), resolving their key sets in the dictionary
+//! ([`super::dictionary`], committed on its own, on another connection), (5) COPYs the blocks
+//! ([`super::blocks`]) into `wandb.stream_blocks` and `wandb.block_values`, and (6) advances the
+//! sync state (last key, row count, byte length) and commits.
 //!
-//! The stream's length lives in the sync state, so it changes only when (5) commits, with the
-//! rows: readers clip chunks at that length in the same statement, and never see a
-//! half-applied batch. Bytes below the length never change. If the process dies between the
-//! two commits, the chunks hold bytes past the length; the next batch cuts them off before
-//! appending, so a resume neither loses nor duplicates anything.
+//! Blocks and length commit together, so a reader (which reads both in one statement) never
+//! sees half a batch, and a process killed at any point leaves either the batch or nothing:
+//! the resume re-sends from the stored last key. The rewritten last block keeps its start and
+//! its leading bytes, so bytes below the length never change.
 
 use std::borrow::Cow;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{SinkExt, pin_mut};
-use tokio::sync::oneshot;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::Type;
 
+use super::blocks::{self, BlockInput, COPY_HEADER, COPY_TRAILER};
 use super::error::{DbContext, MirrorError, Result};
 use super::model::RunPk;
-use super::rowcodec::{EncodedBatch, RowEncoder};
+use super::rowcodec::RowEncoder;
 use super::{Mirror, Stream};
 use crate::values;
-
-/// Target size of a chunk of pre-rendered JSON Lines text. A chunk is closed once it reaches
-/// this size (a single line longer than this gets a chunk of its own).
-pub const CHUNK_TARGET_BYTES: usize = 128 * 1024;
 
 /// Default bounds of one batch for [`StreamWriter`].
 pub const DEFAULT_BATCH_ROWS: usize = 10_000;
@@ -57,15 +49,15 @@ pub struct IngestOutcome {
 }
 
 /// The sync-state columns of one stream.
-struct StateColumns {
-    last_key: &'static str,
-    rows: &'static str,
-    bytes: &'static str,
+pub(crate) struct StateColumns {
+    pub(crate) last_key: &'static str,
+    pub(crate) rows: &'static str,
+    pub(crate) bytes: &'static str,
     synced_at: Option<&'static str>,
 }
 
 impl Stream {
-    fn state_columns(self) -> StateColumns {
+    pub(crate) fn state_columns(self) -> StateColumns {
         match self {
             Stream::History => StateColumns {
                 last_key: "history_last_step",
@@ -82,34 +74,12 @@ impl Stream {
         }
     }
 
-    fn row_table_copy(self) -> &'static str {
-        match self {
-            Stream::History => {
-                "COPY wandb.history (run_pk, step, key_set_id, vals, extra) \
-                 FROM STDIN (FORMAT binary)"
-            }
-            Stream::System => {
-                "COPY wandb.system_events (run_pk, seq, key_set_id, vals, extra) \
-                 FROM STDIN (FORMAT binary)"
-            }
-        }
-    }
-
     fn key_name(self) -> &'static str {
         match self {
             Stream::History => "step",
             Stream::System => "event",
         }
     }
-}
-
-/// A chunk being assembled.
-struct ChunkBuilder {
-    byte_start: i64,
-    first_key: i64,
-    last_key: i64,
-    n_rows: i32,
-    body: Vec<u8>,
 }
 
 /// The stream state read under the row lock at the start of a batch.
@@ -119,15 +89,23 @@ struct StoredState {
     bytes: i64,
 }
 
-/// A row accepted into a batch: its key and its JSON Lines text.
-struct Accepted<'a> {
-    key: i64,
-    line: Cow<'a, str>,
+/// The stream's last block, taken back to be rewritten with the new rows.
+pub(crate) struct TailBlock {
+    pub(crate) byte_start: i64,
+    pub(crate) keys: Vec<i64>,
+    pub(crate) text: String,
 }
 
-/// Rows per piece of binary COPY data: pieces are encoded while the server consumes the
-/// previous ones.
-const COPY_PIECE_ROWS: usize = 1024;
+impl TailBlock {
+    /// Its rows' lines (without newlines).
+    pub(crate) fn lines(&self) -> impl Iterator<Item = &str> {
+        self.text.strip_suffix('\n').unwrap_or("").split('\n')
+    }
+}
+
+/// Blocks per piece of COPY data: pieces are encoded while the server consumes the previous
+/// ones.
+const COPY_PIECE_BLOCKS: usize = 8;
 
 impl Mirror {
     /// Ingests one batch of rows `(key, W&B JSON text)` into `stream` of `run`, committed
@@ -147,9 +125,8 @@ impl Mirror {
             .acquire()
             .await
             .map_err(|_| MirrorError::Pool("the mirror is shutting down".into()))?;
-        let mut rows_conn = self.client().await?;
-        let mut chunks_conn = self.client().await?;
-        let tx = rows_conn
+        let mut conn = self.client().await?;
+        let tx = conn
             .transaction()
             .await
             .db("starting an ingest transaction")?;
@@ -176,10 +153,9 @@ impl Mirror {
             bytes: state.get(2),
         };
 
-        // Select the new rows, keep their JSON Lines text and decompose them for SQL. Both are
-        // kept for the batch only, so memory is bounded by the batch, not the run.
-        let mut accepted: Vec<Accepted<'_>> = Vec::with_capacity(rows.len());
-        let mut encoder = RowEncoder::default();
+        // Select the new rows. Their text and decomposition are kept for the batch only, so
+        // memory is bounded by the batch, not the run.
+        let mut accepted: Vec<(i64, Cow<'_, str>)> = Vec::with_capacity(rows.len());
         let mut last = stored.last_key;
         let mut skipped = 0u64;
         for (key, text) in rows {
@@ -187,20 +163,13 @@ impl Mirror {
                 skipped += 1;
                 continue;
             }
-            let what = || format!("{} {key} of run #{}", stream.key_name(), run.0);
             let line = values::as_single_line(text.as_ref()).map_err(|source| {
                 MirrorError::InvalidJson {
-                    what: what(),
+                    what: format!("{} {key} of run #{}", stream.key_name(), run.0),
                     source,
                 }
             })?;
-            encoder
-                .push(*key, &line)
-                .map_err(|source| MirrorError::InvalidJson {
-                    what: what(),
-                    source,
-                })?;
-            accepted.push(Accepted { key: *key, line });
+            accepted.push((*key, line));
             last = Some(*key);
         }
         if accepted.is_empty() {
@@ -214,43 +183,30 @@ impl Mirror {
             });
         }
 
-        // Rows (this transaction) and chunks (a second connection) are written concurrently,
-        // so two server backends share the work. The chunk transaction commits only once the
-        // row COPY has succeeded, and before this transaction publishes the new length, so a
-        // reader never sees a length whose bytes are missing; if this transaction then fails,
-        // the chunks' extra bytes lie past the stored length, invisible, and the next batch
-        // cuts them off.
-        let encoded = encoder.finish();
-        // New keys and key sets are committed on the chunk connection before its transaction
-        // starts (see `dictionary`): never inside the row transaction, whose failure would
-        // roll back ids other batches already use.
-        let key_sets = self
-            .dictionary
-            .key_set_ids(&chunks_conn, &encoded.shapes)
-            .await?;
-        let (go, go_signal) = oneshot::channel::<()>();
-        let rows_job = async {
-            let sink = tx
-                .copy_in(stream.row_table_copy())
-                .await
-                .db("starting the row COPY")?;
-            pin_mut!(sink);
-            for (i, piece) in encoded.rows.chunks(COPY_PIECE_ROWS).enumerate() {
-                let data = encode_copy_rows(run.0, &encoded, &key_sets, piece, i == 0);
-                sink.send(data).await.db("copying rows")?;
+        let tail = take_tail(&tx, run, stream, stored.bytes).await?;
+        let start = tail.as_ref().map_or(stored.bytes, |t| t.byte_start);
+        let mut keys: Vec<i64> = Vec::with_capacity(accepted.len() + blocks::BLOCK_ROWS);
+        let mut lines: Vec<&str> = Vec::with_capacity(keys.capacity());
+        if let Some(tail) = &tail {
+            keys.extend_from_slice(&tail.keys);
+            lines.extend(tail.lines());
+            if keys.len() != lines.len() {
+                return Err(MirrorError::Inconsistent(format!(
+                    "run #{} {stream:?}: the last block has {} keys and {} lines",
+                    run.0,
+                    keys.len(),
+                    lines.len()
+                )));
             }
-            sink.send(Bytes::from_static(&COPY_TRAILER))
-                .await
-                .db("copying rows")?;
-            sink.finish().await.db("finishing the row COPY")?;
-            // The chunk job may have failed already; its error is reported below.
-            let _ = go.send(());
-            Ok::<(), MirrorError>(())
-        };
-        let chunks_job = write_chunks(&mut chunks_conn, run, stream, &stored, &accepted, go_signal);
-        let (rows_result, chunks_result) = tokio::join!(rows_job, chunks_job);
-        rows_result?;
-        let appended = chunks_result?;
+        }
+        for (key, line) in &accepted {
+            keys.push(*key);
+            lines.push(line);
+        }
+        let appended = self
+            .copy_blocks(&tx, run, stream, start, &keys, &lines)
+            .await?
+            - (stored.bytes - start);
 
         let inserted = accepted.len() as i64;
         let total_rows = stored.rows + inserted;
@@ -279,16 +235,98 @@ impl Mirror {
         })
     }
 
-    /// Deletes every row and chunk of `stream` of `run` and resets its sync state, in one
-    /// transaction (for a full re-sync of a run whose history was rewritten upstream).
+    /// Decomposes `lines` (keyed by `keys`, starting at byte `start` of the stream) and COPYs
+    /// them as blocks inside `tx`. Returns the bytes of text written.
+    pub(crate) async fn copy_blocks(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        run: RunPk,
+        stream: Stream,
+        start: i64,
+        keys: &[i64],
+        lines: &[&str],
+    ) -> Result<i64> {
+        let mut encoder = RowEncoder::default();
+        for (key, line) in keys.iter().zip(lines) {
+            encoder
+                .push(*key, line)
+                .map_err(|source| MirrorError::InvalidJson {
+                    what: format!("{} {key} of run #{}", stream.key_name(), run.0),
+                    source,
+                })?;
+        }
+        let batch = encoder.finish();
+        // New keys and key sets are committed on another connection (see `dictionary`): never
+        // inside this transaction, whose failure would roll back ids other batches already use.
+        let key_sets = match self.dictionary.cached(&batch.shapes) {
+            Some(ids) => ids,
+            None => {
+                let dictionary_conn = self.client().await?;
+                self.dictionary
+                    .key_set_ids(&dictionary_conn, &batch.shapes)
+                    .await?
+            }
+        };
+        let key_ids = batch
+            .shapes
+            .iter()
+            .map(|s| self.dictionary.key_ids(s))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                MirrorError::Inconsistent("a metric key is missing from the cache".into())
+            })?;
+        let input = BlockInput {
+            run_pk: run.0,
+            stream: stream.code(),
+            lines,
+            batch: &batch,
+            key_sets: &key_sets,
+            key_ids: &key_ids,
+        };
+        let ranges = blocks::cut(lines.iter().map(|l| l.len()));
+        // One COPY at a time per connection: the blocks go first (encoded piece by piece while
+        // the server consumes the previous piece), their values are kept and follow.
+        let block_sink = tx
+            .copy_in(blocks::BLOCKS_COPY)
+            .await
+            .db("starting the block COPY")?;
+        pin_mut!(block_sink);
+        block_sink
+            .send(Bytes::from_static(&COPY_HEADER))
+            .await
+            .db("copying blocks")?;
+        let mut values = vec![Bytes::from_static(&COPY_HEADER)];
+        let mut written = 0i64;
+        for piece in ranges.chunks(COPY_PIECE_BLOCKS) {
+            let encoded = blocks::encode(&input, piece, start + written)?;
+            written += encoded.text_bytes;
+            block_sink.send(encoded.blocks).await.db("copying blocks")?;
+            values.push(encoded.values);
+        }
+        block_sink
+            .send(Bytes::from_static(&COPY_TRAILER))
+            .await
+            .db("copying blocks")?;
+        block_sink.finish().await.db("finishing the block COPY")?;
+        values.push(Bytes::from_static(&COPY_TRAILER));
+        let value_sink = tx
+            .copy_in(blocks::VALUES_COPY)
+            .await
+            .db("starting the value COPY")?;
+        pin_mut!(value_sink);
+        for piece in values {
+            value_sink.send(piece).await.db("copying block values")?;
+        }
+        value_sink.finish().await.db("finishing the value COPY")?;
+        Ok(written)
+    }
+
+    /// Deletes every block of `stream` of `run` and resets its sync state, in one transaction
+    /// (for a full re-sync of a run whose history was rewritten upstream).
     pub async fn reset_stream(&self, run: RunPk, stream: Stream) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.db("starting a stream reset")?;
         let cols = stream.state_columns();
-        let table = match stream {
-            Stream::History => "wandb.history",
-            Stream::System => "wandb.system_events",
-        };
         tx.execute(
             &format!(
                 "UPDATE wandb.run_sync_state SET {} = NULL, {} = 0, {} = 0 WHERE run_pk = $1",
@@ -298,15 +336,14 @@ impl Mirror {
         )
         .await
         .db("resetting the sync state")?;
-        tx.execute(&format!("DELETE FROM {table} WHERE run_pk = $1"), &[&run.0])
+        for table in ["wandb.stream_blocks", "wandb.block_values"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE run_pk = $1 AND stream = $2"),
+                &[&run.0, &stream.code()],
+            )
             .await
-            .db("deleting rows")?;
-        tx.execute(
-            "DELETE FROM wandb.stream_chunks WHERE run_pk = $1 AND stream = $2",
-            &[&run.0, &stream.code()],
-        )
-        .await
-        .db("deleting chunks")?;
+            .db("deleting blocks")?;
+        }
         tx.commit().await.db("committing a stream reset")?;
         Ok(())
     }
@@ -327,237 +364,85 @@ impl Mirror {
     }
 }
 
-/// Ingest transactions commit without waiting for their WAL flush. This risks no consistency:
-/// after a server crash, PostgreSQL recovers a *prefix* of the committed transactions (WAL is
-/// replayed in order), so a lost batch takes its sync state with it and is fetched again by the
-/// next sync, exactly as if the process had died before committing it; the chunk transaction
-/// precedes its row transaction in the WAL, so a surviving length never lacks its bytes. Only
-/// the last fraction of a second of work can be lost, never made inconsistent; fsync stays on.
-const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
-
-/// The binary COPY header: signature, flags, header-extension length.
-const COPY_HEADER: [u8; 19] = *b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-/// The binary COPY trailer: a field count of -1.
-const COPY_TRAILER: [u8; 2] = [0xff, 0xff];
-/// `float8` type oid (array element type in the binary array format).
-const FLOAT8_OID: i32 = 701;
-
-/// Binary COPY data for `rows` of `batch` (`(run_pk, key, key_set_id, vals float8[], extra
-/// jsonb)`), with the COPY header when `header`. Written by hand: the arrays are the bulk of
-/// the data, and `BinaryCopyInWriter` would box and encode every value through `ToSql`.
-fn encode_copy_rows(
-    run_pk: i64,
-    batch: &EncodedBatch,
-    key_sets: &[i32],
-    rows: &[super::rowcodec::EncodedRow],
-    header: bool,
-) -> Bytes {
-    let vals: usize = rows.iter().map(|r| r.vals.len()).sum();
-    let extra: usize = rows
-        .iter()
-        .filter_map(|r| r.extra.as_ref().map(|x| x.len() + 5))
-        .sum();
-    let mut out = BytesMut::with_capacity(19 + rows.len() * 70 + vals * 12 + extra);
-    if header {
-        out.put_slice(&COPY_HEADER);
-    }
-    for row in rows {
-        out.put_i16(5);
-        out.put_i32(8);
-        out.put_i64(run_pk);
-        out.put_i32(8);
-        out.put_i64(row.key);
-        out.put_i32(4);
-        out.put_i32(key_sets[row.shape as usize]);
-        let values = &batch.vals[row.vals.clone()];
-        // One-dimensional float8 array without nulls (an empty one has no dimensions).
-        if values.is_empty() {
-            out.put_i32(12);
-            out.put_i32(0);
-            out.put_i32(0);
-            out.put_i32(FLOAT8_OID);
-        } else {
-            out.put_i32((20 + values.len() * 12) as i32);
-            out.put_i32(1);
-            out.put_i32(0);
-            out.put_i32(FLOAT8_OID);
-            out.put_i32(values.len() as i32);
-            out.put_i32(1);
-            for v in values {
-                out.put_i32(8);
-                out.put_f64(*v);
-            }
-        }
-        match &row.extra {
-            // jsonb binary format: version 1, then the text; the server validates it.
-            Some(range) => {
-                out.put_i32((range.len() + 1) as i32);
-                out.put_u8(1);
-                out.put_slice(&batch.extra[range.clone()]);
-            }
-            None => out.put_i32(-1),
-        }
-    }
-    out.freeze()
-}
-
-/// Writes the chunks for `accepted` in its own transaction on `conn`: cuts off bytes past the
-/// stored length left by an interrupted batch, merges a not-yet-full trailing chunk with the
-/// new lines, and commits once `go` fires (rolls back if it never does). Returns the number of
-/// bytes appended to the stream.
-async fn write_chunks(
-    conn: &mut deadpool_postgres::Object,
+/// Takes the stream's last block out of `tx` if it can take more rows (deleting it and its
+/// values; the caller writes it again with the new rows). Blocks starting at or past the
+/// stored length (which a batch commits with its blocks, so only a hand-edited or restored
+/// database has them) are removed first; the rest must end exactly at the length.
+async fn take_tail(
+    tx: &tokio_postgres::Transaction<'_>,
     run: RunPk,
     stream: Stream,
-    stored: &StoredState,
-    accepted: &[Accepted<'_>],
-    go: oneshot::Receiver<()>,
-) -> Result<i64> {
-    let tx = conn
-        .transaction()
+    length: i64,
+) -> Result<Option<TailBlock>> {
+    for table in ["wandb.stream_blocks", "wandb.block_values"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE run_pk = $1 AND stream = $2 AND byte_start >= $3"),
+            &[&run.0, &stream.code(), &length],
+        )
         .await
-        .db("starting a chunk transaction")?;
-    tx.batch_execute(ASYNC_COMMIT)
-        .await
-        .db("setting up a chunk transaction")?;
-    tx.execute(
-        "DELETE FROM wandb.stream_chunks WHERE run_pk = $1 AND stream = $2 AND byte_start >= $3",
-        &[&run.0, &stream.code(), &stored.bytes],
-    )
-    .await
-    .db("removing chunks of an interrupted batch")?;
-    let tail = tx
+        .db("removing blocks past the stream's length")?;
+    }
+    let Some(row) = tx
         .query_opt(
-            "SELECT byte_start, byte_len, first_key, last_key, n_rows, body
-             FROM wandb.stream_chunks WHERE run_pk = $1 AND stream = $2
+            "SELECT byte_start, byte_len, first_key, n_rows, keys, codec, body
+             FROM wandb.stream_blocks WHERE run_pk = $1 AND stream = $2
              ORDER BY byte_start DESC LIMIT 1",
             &[&run.0, &stream.code()],
         )
         .await
-        .db("reading the trailing chunk")?;
-    let mut chunks: Vec<ChunkBuilder> = Vec::new();
-    let mut builder: Option<ChunkBuilder> = None;
-    if let Some(tail) = tail {
-        let byte_start: i64 = tail.get(0);
-        let byte_len: i32 = tail.get(1);
-        let end = byte_start + i64::from(byte_len);
-        if end < stored.bytes {
+        .db("reading the last block")?
+    else {
+        if length != 0 {
             return Err(MirrorError::Inconsistent(format!(
-                "run #{} {stream:?}: chunks end at {end} but the stream has {} bytes",
-                run.0, stored.bytes
+                "run #{} {stream:?}: no block, but the stream has {length} bytes",
+                run.0
             )));
         }
-        let mut body: Vec<u8> = tail.get(5);
-        let cut = end > stored.bytes;
-        if cut || body.len() < CHUNK_TARGET_BYTES {
-            let mut b = ChunkBuilder {
-                byte_start,
-                first_key: tail.get(2),
-                last_key: tail.get(3),
-                n_rows: tail.get(4),
-                body: Vec::new(),
-            };
-            if cut {
-                // Bytes of a batch whose rows never committed; the stream ends at a line end.
-                body.truncate((stored.bytes - byte_start) as usize);
-                if body.last() != Some(&b'\n') {
-                    return Err(MirrorError::Inconsistent(format!(
-                        "run #{} {stream:?}: stream length {} is not at a line end",
-                        run.0, stored.bytes
-                    )));
-                }
-                b.n_rows = body.iter().filter(|&&c| c == b'\n').count() as i32;
-                b.last_key = stored.last_key.unwrap_or(b.first_key);
-            }
-            body.reserve(CHUNK_TARGET_BYTES.saturating_sub(body.len()));
-            b.body = body;
-            tx.execute(
-                "DELETE FROM wandb.stream_chunks
-                 WHERE run_pk = $1 AND stream = $2 AND byte_start = $3",
-                &[&run.0, &stream.code(), &byte_start],
-            )
-            .await
-            .db("replacing the trailing chunk")?;
-            if b.body.len() >= CHUNK_TARGET_BYTES {
-                chunks.push(b);
-            } else {
-                builder = Some(b);
-            }
-        }
+        return Ok(None);
+    };
+    let byte_start: i64 = row.get(0);
+    let byte_len: i32 = row.get(1);
+    let first_key: i64 = row.get(2);
+    let n_rows: i32 = row.get(3);
+    if byte_start + i64::from(byte_len) != length {
+        return Err(MirrorError::Inconsistent(format!(
+            "run #{} {stream:?}: blocks end at {} but the stream has {length} bytes",
+            run.0,
+            byte_start + i64::from(byte_len)
+        )));
     }
-    let mut next_start = stored.bytes;
-    let mut appended = 0i64;
-    for row in accepted {
-        let b = builder.get_or_insert_with(|| ChunkBuilder {
-            byte_start: next_start,
-            first_key: row.key,
-            last_key: row.key,
-            n_rows: 0,
-            body: Vec::with_capacity(CHUNK_TARGET_BYTES + 1024),
-        });
-        b.body.extend_from_slice(row.line.as_bytes());
-        b.body.push(b'\n');
-        b.last_key = row.key;
-        b.n_rows += 1;
-        appended += row.line.len() as i64 + 1;
-        if b.body.len() >= CHUNK_TARGET_BYTES
-            && let Some(done) = builder.take()
-        {
-            next_start = done.byte_start + done.body.len() as i64;
-            chunks.push(done);
-        }
+    if blocks::is_full(n_rows as usize, byte_len as usize) {
+        return Ok(None);
     }
-    chunks.extend(builder.take());
-
-    let sink = tx
-        .copy_in(
-            "COPY wandb.stream_chunks (run_pk, stream, byte_start, byte_len, first_key, \
-             last_key, n_rows, body) FROM STDIN (FORMAT binary)",
+    let keys: Vec<i64> = match row.get::<_, Option<Vec<i64>>>(4) {
+        Some(keys) => keys,
+        None => (0..i64::from(n_rows)).map(|i| first_key + i).collect(),
+    };
+    let text = blocks::decode(row.get(5), row.get(6), byte_len)?;
+    let text = String::from_utf8(text).map_err(|_| {
+        MirrorError::Inconsistent(format!("run #{} {stream:?}: a block is not UTF-8", run.0))
+    })?;
+    for table in ["wandb.stream_blocks", "wandb.block_values"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE run_pk = $1 AND stream = $2 AND byte_start = $3"),
+            &[&run.0, &stream.code(), &byte_start],
         )
         .await
-        .db("starting the chunk COPY")?;
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[
-            Type::INT8,
-            Type::INT2,
-            Type::INT8,
-            Type::INT4,
-            Type::INT8,
-            Type::INT8,
-            Type::INT4,
-            Type::BYTEA,
-        ],
-    );
-    pin_mut!(writer);
-    for chunk in &chunks {
-        let len = i32::try_from(chunk.body.len()).map_err(|_| {
-            MirrorError::Inconsistent(format!(
-                "a single {stream:?} row of run #{} is larger than 2 GiB",
-                run.0
-            ))
-        })?;
-        writer
-            .as_mut()
-            .write(&[
-                &run.0,
-                &stream.code(),
-                &chunk.byte_start,
-                &len,
-                &chunk.first_key,
-                &chunk.last_key,
-                &chunk.n_rows,
-                &chunk.body.as_slice(),
-            ])
-            .await
-            .db("copying chunks")?;
+        .db("replacing the last block")?;
     }
-    writer.finish().await.db("finishing the chunk COPY")?;
-    if go.await.is_ok() {
-        tx.commit().await.db("committing chunks")?;
-    }
-    Ok(appended)
+    Ok(Some(TailBlock {
+        byte_start,
+        keys,
+        text,
+    }))
 }
+
+/// Ingest transactions commit without waiting for their WAL flush. This risks no consistency:
+/// after a server crash, PostgreSQL recovers a *prefix* of the committed transactions (WAL is
+/// replayed in order), so a lost batch takes its sync state with it and is fetched again by the
+/// next sync, exactly as if the process had died before committing it. Only the last fraction
+/// of a second of work can be lost, never made inconsistent; fsync stays on.
+const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
 
 /// Groups rows into bounded batches and commits each with the run's sync state.
 ///

@@ -12,6 +12,7 @@
 //!
 //! `docs/MIRROR.md` describes the schema, the value encoding and the chunk design.
 
+mod blocks;
 mod conn;
 pub mod database_url;
 mod dictionary;
@@ -27,6 +28,7 @@ mod sqljson;
 mod sync_lock;
 pub mod testing;
 pub mod tls;
+pub mod upgrade;
 mod write;
 
 use std::sync::Arc;
@@ -36,13 +38,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::Semaphore;
 use tokio_postgres::NoTls;
 
+pub use blocks::{BLOCK_ROWS, BLOCK_TEXT_BYTES};
 pub use conn::{Conn, QueryError, TimedRows};
 pub use database_url::{DatabaseUrl, ParsedDatabaseUrl};
 pub use embedded::{ClusterOptions, EmbeddedCluster};
 pub use error::{MirrorError, Result, describe_pg_error};
-pub use ingest::{
-    CHUNK_TARGET_BYTES, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, IngestOutcome, StreamWriter,
-};
+pub use ingest::{DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, IngestOutcome, StreamWriter};
 pub use model::*;
 pub use read::{ArtifactVersionSummary, Document, RunName, RunSummary, RunSyncState};
 pub use sync_lock::ProjectSyncLock;
@@ -61,7 +62,7 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// The `stream` column value in `wandb.stream_chunks`.
+    /// The `stream` column value in `wandb.stream_blocks` and `wandb.block_values`.
     pub fn code(self) -> i16 {
         match self {
             Stream::History => 1,
@@ -245,9 +246,14 @@ impl Mirror {
         match options.schema {
             SchemaPolicy::Migrate => {
                 schema::migrate(&mut client).await?;
+                drop(client);
+                upgrade::convert_v1(&mirror).await?;
             }
             SchemaPolicy::RequireCurrent => {
                 schema::check(&client).await?;
+                if upgrade::pending(&client).await? {
+                    return Err(MirrorError::UpgradeUnfinished);
+                }
             }
         }
         Ok(mirror)

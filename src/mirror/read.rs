@@ -8,6 +8,7 @@
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 
+use super::blocks;
 use super::error::{DbContext, MirrorError, Result};
 use super::model::*;
 use super::{Mirror, Stream};
@@ -235,7 +236,7 @@ impl Mirror {
     }
 
     /// Bytes `[offset, offset + len)` of a run's stream, clipped to its end. Costs one indexed
-    /// statement touching only the chunks that overlap the range.
+    /// statement that fetches the (compressed) blocks overlapping the range, decompressed here.
     pub async fn read_stream(
         &self,
         run: RunPk,
@@ -249,8 +250,8 @@ impl Mirror {
         let start = i64::try_from(offset).unwrap_or(i64::MAX);
         let end = start.saturating_add(i64::try_from(len).unwrap_or(i64::MAX));
         let client = self.client().await?;
-        // The length is read in the same statement (snapshot) as the chunks: chunks may hold
-        // bytes past it that belong to a batch whose rows are not committed.
+        // The length is read in the same statement (snapshot) as the blocks, which commit with
+        // it; clipping at it also guards against anything stored past it.
         let length_column = match stream {
             Stream::History => "history_bytes",
             Stream::System => "system_bytes",
@@ -260,37 +261,40 @@ impl Mirror {
                 "WITH total AS (
                      SELECT {length_column} AS n FROM wandb.run_sync_state WHERE run_pk = $1
                  )
-                 SELECT c.byte_start,
-                        substring(c.body FROM (greatest($3, c.byte_start) - c.byte_start + 1)::int
-                                  FOR (least($4, c.byte_start + c.byte_len, total.n)
-                                       - greatest($3, c.byte_start))::int)
-                 FROM wandb.stream_chunks c, total
-                 WHERE c.run_pk = $1 AND c.stream = $2
-                   AND c.byte_start >= coalesce(
-                         (SELECT max(byte_start) FROM wandb.stream_chunks
+                 SELECT b.byte_start, b.byte_len, b.codec, b.body, total.n
+                 FROM wandb.stream_blocks b, total
+                 WHERE b.run_pk = $1 AND b.stream = $2
+                   AND b.byte_start >= coalesce(
+                         (SELECT max(byte_start) FROM wandb.stream_blocks
                           WHERE run_pk = $1 AND stream = $2 AND byte_start <= $3), 0)
-                   AND c.byte_start < least($4, total.n)
-                 ORDER BY c.byte_start"
+                   AND b.byte_start < least($4, total.n)
+                 ORDER BY b.byte_start"
             ))
             .await
             .db("preparing a stream read")?;
         let rows = client
             .query(&statement, &[&run.0, &stream.code(), &start, &end])
             .await
-            .db("reading stream chunks")?;
+            .db("reading stream blocks")?;
         let mut out = BytesMut::with_capacity(len.min(16 << 20));
         let mut expected = start;
         for row in &rows {
             let byte_start: i64 = row.get(0);
-            let piece: &[u8] = row.get(1);
+            let byte_len: i32 = row.get(1);
+            let total: i64 = row.get(4);
             if byte_start.max(start) != expected {
                 return Err(MirrorError::Inconsistent(format!(
-                    "run #{} {stream:?}: gap in chunks at byte {expected}",
+                    "run #{} {stream:?}: gap in blocks at byte {expected}",
                     run.0
                 )));
             }
-            out.extend_from_slice(piece);
-            expected += piece.len() as i64;
+            let text = blocks::decode(row.get(2), row.get(3), byte_len)?;
+            let from = (expected - byte_start) as usize;
+            let to = (end.min(total) - byte_start).clamp(0, i64::from(byte_len)) as usize;
+            if from < to {
+                out.extend_from_slice(&text[from..to]);
+                expected += (to - from) as i64;
+            }
         }
         Ok(out.freeze())
     }

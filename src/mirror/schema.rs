@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "run_listing_index",
         sql: include_str!("migrations/0003_run_listing_index.sql"),
     },
+    Migration {
+        version: 4,
+        name: "history_blocks",
+        sql: include_str!("migrations/0004_history_blocks.sql"),
+    },
 ];
 
 /// The schema version this binary writes and reads.
