@@ -102,8 +102,8 @@ fn by_run(row: &str) -> String {
 /// Every row of every table of the mirror schema, as JSON text, sorted — without the columns
 /// that record when a sync ran (they differ between any two syncs), the engine's own
 /// bookkeeping and surrogate ids numbered in the order concurrent writers happened to run
-/// (rows name their run by its id and their key set by its keys instead); the streams' chunks
-/// reassembled per run and stream (their cut points are storage, not content).
+/// (rows name their run by its id and their key set by its keys instead), plus the v1 row views
+/// `history` and `system_events` over the blocks.
 async fn dump(db: &TestDatabase) -> BTreeMap<String, Vec<String>> {
     let sql = db.raw_client().await.expect("sql client");
     let tables: Vec<String> = sql
@@ -116,6 +116,7 @@ async fn dump(db: &TestDatabase) -> BTreeMap<String, Vec<String>> {
         .expect("tables")
         .iter()
         .map(|r| r.get(0))
+        .chain(["history".to_string(), "system_events".to_string()])
         .collect();
     let mut out = BTreeMap::new();
     for table in tables {
@@ -137,14 +138,32 @@ async fn dump(db: &TestDatabase) -> BTreeMap<String, Vec<String>> {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let rows: Vec<String> = if table == "stream_chunks" {
+        let rows: Vec<String> = if table == "stream_blocks" {
+            // Blocks are cut the same way however the rows were batched; key sets by their keys.
             sql.query(
-                "SELECT r.run_id || ':' || c.stream::text || ':' || md5(string_agg(c.body, ''::bytea ORDER BY c.byte_start))
-                 FROM wandb.stream_chunks c JOIN wandb.runs r USING (run_pk) GROUP BY r.run_id, c.stream",
+                "SELECT concat_ws(':', r.run_id, b.stream, b.byte_start, b.byte_len, b.first_key,
+                            b.last_key, b.n_rows, b.keys::text, b.extras::text, b.codec,
+                            md5(b.body),
+                            (SELECT string_agg(array_to_string(ks.keys, ','), ';' ORDER BY s.o)
+                             FROM unnest(b.shapes) WITH ORDINALITY AS s(id, o)
+                             JOIN wandb.key_sets ks ON ks.key_set_id = s.id))
+                 FROM wandb.stream_blocks b JOIN wandb.runs r USING (run_pk)",
                 &[],
             )
             .await
-            .expect("chunks")
+            .expect("blocks")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        } else if table == "block_values" {
+            sql.query(
+                "SELECT concat_ws(':', r.run_id, v.stream, v.byte_start, k.path::text, v.vals::text)
+                 FROM wandb.block_values v JOIN wandb.runs r USING (run_pk)
+                 JOIN wandb.metric_keys k USING (key_id)",
+                &[],
+            )
+            .await
+            .expect("block values")
             .iter()
             .map(|r| r.get(0))
             .collect()
