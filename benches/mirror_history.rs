@@ -329,6 +329,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
              WHERE entity = 'bench' AND project = 'bench' AND run_id = 'bench0001'",
             rows,
         ),
+        (
+            "history_rows view, one step",
+            "SELECT count(*), avg((row ->> 'train/metric_00')::float8) FROM wandb.history_rows
+             WHERE entity = 'bench' AND project = 'bench' AND run_id = 'bench0001'
+               AND step = 4321",
+            1,
+        ),
     ] {
         let started = Instant::now();
         let row = raw.query_one(sql, &[]).await?;

@@ -66,21 +66,17 @@ BEGIN
 END
 $$;
 
--- Row `j` of a block's values, in the order of a key set (`key_ids`): `ids` are the block's
--- key ids and `m` their value arrays (one per id, as a two-dimensional array).
-CREATE FUNCTION wandb.block_row_vals(ids integer[], m float8[], key_ids integer[], j bigint)
-RETURNS float8[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(array_agg(m[array_position(ids, k.id)][j] ORDER BY k.o), '{}')
-    FROM unnest(key_ids) WITH ORDINALITY AS k(id, o)
-$$;
-
--- v1's row tables as views: one row per step (event), `vals` in key-set order.
+-- v1's row tables as views: one row per step (event), `vals` in key-set order, picked from
+-- the block's value arrays (`ids`: their key ids, `m`: the arrays as one two-dimensional array).
 CREATE VIEW wandb.history AS
 SELECT b.run_pk, coalesce(x.key, b.first_key + x.j - 1) AS step, x.key_set_id,
-       wandb.block_row_vals(c.ids, c.m, ks.key_ids, x.j) AS vals, x.extra
+       (SELECT coalesce(array_agg(c.m[array_position(c.ids, k.id)][x.j] ORDER BY k.o), '{}')
+        FROM unnest(ks.key_ids) WITH ORDINALITY AS k(id, o)) AS vals,
+       x.extra
 FROM wandb.stream_blocks b
 CROSS JOIN LATERAL unnest(b.shapes, b.extras, b.keys) WITH ORDINALITY AS x(key_set_id, extra, key, j)
+-- The block's arrays, gathered for each row that passes the filters: a query for a few steps
+-- (the documented use of `history_rows`) reads the value arrays of their blocks only.
 CROSS JOIN LATERAL (
     SELECT array_agg(v.key_id ORDER BY v.key_id) AS ids, array_agg(v.vals ORDER BY v.key_id) AS m
     FROM wandb.block_values v
@@ -91,9 +87,13 @@ WHERE b.stream = 1;
 
 CREATE VIEW wandb.system_events AS
 SELECT b.run_pk, coalesce(x.key, b.first_key + x.j - 1) AS seq, x.key_set_id,
-       wandb.block_row_vals(c.ids, c.m, ks.key_ids, x.j) AS vals, x.extra
+       (SELECT coalesce(array_agg(c.m[array_position(c.ids, k.id)][x.j] ORDER BY k.o), '{}')
+        FROM unnest(ks.key_ids) WITH ORDINALITY AS k(id, o)) AS vals,
+       x.extra
 FROM wandb.stream_blocks b
 CROSS JOIN LATERAL unnest(b.shapes, b.extras, b.keys) WITH ORDINALITY AS x(key_set_id, extra, key, j)
+-- The block's arrays, gathered for each row that passes the filters: a query for a few steps
+-- (the documented use of `history_rows`) reads the value arrays of their blocks only.
 CROSS JOIN LATERAL (
     SELECT array_agg(v.key_id ORDER BY v.key_id) AS ids, array_agg(v.vals ORDER BY v.key_id) AS m
     FROM wandb.block_values v
