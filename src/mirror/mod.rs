@@ -8,9 +8,9 @@
 //! - [`schema`]: versioned migrations (`migrations/NNNN_name.sql`), applied on connect.
 //! - [`Mirror`]: a connection pool with the write API for the sync engine (upserts, history
 //!   ingest by binary COPY with crash-safe batches) and the read API for the store and the mount
-//!   (exact sizes and byte-range reads of the synthetic files from pre-rendered chunks).
+//!   (exact sizes and byte-range reads of the synthetic files from compressed blocks).
 //!
-//! `docs/MIRROR.md` describes the schema, the value encoding and the chunk design.
+//! `docs/MIRROR.md` describes the schema, the value encoding and the block design.
 
 mod blocks;
 mod conn;
@@ -137,9 +137,9 @@ impl Default for ConnectOptions {
 #[derive(Clone)]
 pub struct Mirror {
     pool: Pool,
-    /// Ingest batches in flight. Each batch holds two connections (rows and chunks are written
-    /// concurrently), so at most half the pool may ingest at once: a batch never waits for a
-    /// second connection that other batches hold.
+    /// Ingest batches in flight. A batch may hold two connections (its transaction, and one for
+    /// new dictionary entries), so at most half the pool may ingest at once: a batch never
+    /// waits for a second connection that other batches hold.
     ingest_permits: Arc<Semaphore>,
     /// Metric keys and key sets known to this process (ids are never reused or changed).
     dictionary: Arc<dictionary::Dictionary>,

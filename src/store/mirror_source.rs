@@ -27,8 +27,8 @@
 //!
 //! # Bytes and tags
 //!
-//! `history.jsonl` and `system.jsonl` are read by byte range from the mirror's pre-rendered
-//! chunks (one indexed statement per range; the size is a stored number, so `head` costs
+//! `history.jsonl` and `system.jsonl` are read by byte range from the mirror's blocks (one
+//! indexed statement per range; the size is a stored number, so `head` costs
 //! nothing). Their bytes equal what the live source renders; their e-tag differs in kind: it
 //! identifies the stored version (run, stream, length, last step) instead of hashing the
 //! whole file, which would make every `head` O(file). `summary.json`, `config.json` and
@@ -439,7 +439,7 @@ impl std::fmt::Debug for StreamRange {
 const READ_PIECE: u64 = 4 << 20;
 
 /// Read statements in flight per reader, delivered in order: a whole-file read (`wandbfs cat`,
-/// `cp`, a `get`) overlaps the server's detoasting of the next pieces with the consumer, as
+/// `cp`, a `get`) overlaps fetching and decompressing the next pieces with the consumer, as
 /// the mount's readahead does. At most `READ_AHEAD × READ_PIECE` (16 MiB) held per reader; a
 /// read of one piece (the mount's 1 MiB requests) is one statement, as before.
 const READ_AHEAD: usize = 4;

@@ -2,8 +2,7 @@
 //!
 //! A handle keeps the [`SyntheticObject`] it was opened with: its size is what `stat` said,
 //! and every read is a byte range of that version. Small files are rendered in memory;
-//! `history.jsonl` and `system.jsonl` are read from the mirror's pre-rendered chunks by byte
-//! range. Sequential reads are served from pieces of [`PIECE`] bytes (one statement each), up
+//! `history.jsonl` and `system.jsonl` are read from the mirror's blocks by byte range. Sequential reads are served from pieces of [`PIECE`] bytes (one statement each), up
 //! to [`MAX_DEPTH`] of them in flight ahead of the reader, so `cat` of a 1-GB history costs
 //! a few hundred statements, several at once, instead of one per kernel read.
 //!
@@ -25,10 +24,10 @@ use wandbfs::store::source::{ProjectRef, RunRef, SyntheticBody, SyntheticObject}
 
 use super::error::{FsError, FsResult};
 
-/// Bytes per piece: one statement each (4 chunks of the mirror's ~128 KiB... per MiB).
+/// Bytes per piece: one statement each (~16 of the mirror's blocks of up to 128 KiB of text).
 const PIECE: u64 = 2 << 20;
-/// Pieces kept in flight ahead of a sequential reader: statements run in parallel (the
-/// server decompresses chunks on one core per statement), 8 MiB per handle at most.
+/// Pieces kept in flight ahead of a sequential reader: statements run in parallel (each
+/// piece's blocks are decompressed as it arrives), 8 MiB per handle at most.
 const MAX_DEPTH: usize = 4;
 
 type Piece = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
