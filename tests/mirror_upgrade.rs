@@ -315,10 +315,10 @@ async fn an_interrupted_upgrade_loses_nothing_and_finishes_on_the_next_start() {
         )
         .await
         .unwrap();
-    let err = Mirror::connect_config(fx.config.clone(), &ConnectOptions::default())
-        .await
-        .err()
-        .expect("the upgrade stops at the damaged run");
+    let Err(err) = Mirror::connect_config(fx.config.clone(), &ConnectOptions::default()).await
+    else {
+        panic!("the upgrade must stop at the damaged run");
+    };
     assert!(matches!(err, MirrorError::Inconsistent(_)), "{err}");
     assert!(v1_tables(&client).await);
     let converted = count(
@@ -341,10 +341,9 @@ async fn an_interrupted_upgrade_loses_nothing_and_finishes_on_the_next_start() {
         schema: SchemaPolicy::RequireCurrent,
         ..ConnectOptions::default()
     };
-    let err = Mirror::connect_config(fx.config.clone(), &read_only)
-        .await
-        .err()
-        .expect("refused");
+    let Err(err) = Mirror::connect_config(fx.config.clone(), &read_only).await else {
+        panic!("a read-only connection must be refused");
+    };
     assert!(matches!(err, MirrorError::UpgradeUnfinished), "{err}");
 
     // Once the cause is gone, the next start finishes the job; nothing was lost or doubled.

@@ -220,11 +220,8 @@ async fn convert_stream(mirror: &Mirror, run: RunPk, stream: Stream) -> Result<(
             let take = if done {
                 lines.len()
             } else {
-                ranges
-                    .iter()
-                    .take(ranges.len().saturating_sub(1))
-                    .last()
-                    .map_or(0, |r| r.end)
+                // Up to the end of the second-to-last block: the last may grow.
+                ranges.len().checked_sub(2).map_or(0, |i| ranges[i].end)
             };
             if take > 0 {
                 let Some(keys) = keys.get(used_keys..used_keys + take) else {
