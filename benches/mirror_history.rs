@@ -284,6 +284,54 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         elapsed.as_micros() as f64 / reads as f64
     );
 
+    // WANDBFS_BENCH_QUICK=1 skips the SQL views (a minute at 1M rows), for quick iterations.
+    let quick = std::env::var("WANDBFS_BENCH_QUICK").as_deref() == Ok("1");
+    if !quick {
+        sql_views(&raw, run, rows).await?;
+    }
+
+    // history.parquet: the run's table as the tree serves it (rendered from the block columns
+    // into the table cache at the first `stat` after the sync), next to the text renderer
+    // every table used before (each row parsed), in the same run on the same mirror.
+    let scratch = tempfile::tempdir()?;
+    let (meta, state) = (
+        mirror.run_metadata(run).await?,
+        mirror.run_sync_state(run).await?,
+    );
+    let started = Instant::now();
+    let table = wandbfs::store::tables::TableCache::new(scratch.path().join("cache"))
+        .run_table(&mirror, &meta, &state, Stream::History)
+        .await?;
+    let from_blocks = started.elapsed();
+    let text_dir = scratch.path().join("text");
+    std::fs::create_dir_all(&text_dir)?;
+    let started = Instant::now();
+    let text_stats =
+        wandbfs::export::run_table_from_text(&mirror, run, "bench0001", Stream::History, &text_dir)
+            .await?;
+    let from_text = started.elapsed();
+    assert_eq!(text_stats.rows, rows as u64);
+    println!(
+        "history.parquet ({:.0} MiB): from block columns {:.2}s | baseline: from the text \
+         {:.2}s | {:.1}x faster",
+        table.size as f64 / (1 << 20) as f64,
+        from_blocks.as_secs_f64(),
+        from_text.as_secs_f64(),
+        from_text.as_secs_f64() / from_blocks.as_secs_f64()
+    );
+    println!("peak RSS of this process: {:.0} MiB", peak_rss_mib());
+    drop(mirror);
+    drop(raw);
+    drop(cluster);
+    Ok(())
+}
+
+/// The SQL views over the run: rendering the text from rows, `metrics`, `history_rows`.
+async fn sql_views(
+    raw: &tokio_postgres::Client,
+    run: wandbfs::mirror::RunPk,
+    rows: i64,
+) -> Result<(), Box<dyn std::error::Error>> {
     // Baseline for reads: rendering the file from the SQL rows (what a mirror without chunks
     // does, and not byte-exact: jsonb reorders keys and respells numbers).
     let started = Instant::now();
@@ -348,9 +396,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             n as f64 / elapsed.as_secs_f64()
         );
     }
-    println!("peak RSS of this process: {:.0} MiB", peak_rss_mib());
-    drop(mirror);
-    drop(raw);
-    drop(cluster);
     Ok(())
 }

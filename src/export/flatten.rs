@@ -91,6 +91,13 @@ impl ColumnSet {
         }
     }
 
+    /// Merges a kind seen without its value into the column `name`.
+    pub fn observe_kind(&mut self, name: &str, kind: ColKind) {
+        let i = self.declare(name);
+        let slot = &mut self.columns[i].1;
+        *slot = Some(ColKind::merge(*slot, kind));
+    }
+
     /// Every leaf of `doc` (flattened below `prefix`), except the names in `skip`.
     pub fn observe_doc(&mut self, prefix: &str, doc: &JsonValue<'_>, skip: &[&str]) {
         for_each_leaf(prefix, doc, &mut |name, v| {

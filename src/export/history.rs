@@ -4,11 +4,12 @@
 //! pre-rendered chunks, copied).
 //!
 //! Parquet: `history/<run>.parquet`, every file with the same columns — `run_id`, `_step`, then
-//! the union of the project's flattened keys in first-appearance order — so the directory reads
-//! as one table (`pyarrow.dataset`, DuckDB `read_parquet('history/*.parquet')`, Spark). Two
-//! passes over the mirrored text: the first infers each column's kind over every row of every
-//! run, the second writes. Rows are read a window of the JSON Lines text at a time, so memory
-//! holds one window and one record batch, whatever the run's length.
+//! the union of the project's flattened keys in first-appearance order (keys first seen in the
+//! same row: by name) — so the directory reads as one table (`pyarrow.dataset`, DuckDB
+//! `read_parquet('history/*.parquet')`, Spark). Rendered from the mirror's block columns
+//! ([`super::columnar`]); the text renderer here ([`write_parquet_from_text`]) is the reference
+//! it is tested against: two passes over the mirrored text, the first inferring each column's
+//! kind over every row of every run, the second writing, a window of text at a time.
 
 use std::path::Path;
 
@@ -36,6 +37,9 @@ pub struct DatasetStats {
     pub files: u64,
     /// Rows written.
     pub rows: u64,
+    /// Rows of them rendered by parsing their text (typed tables: the rest came straight
+    /// from the mirror's value arrays).
+    pub rows_from_text: u64,
 }
 
 /// A file name for a run id: the id itself when it is plain (W&B ids are `[a-z0-9]`), else
@@ -102,7 +106,7 @@ fn invalid_utf8(run: RunPk, e: std::str::Utf8Error) -> ExportError {
     }
 }
 
-fn parse_line<'t>(line: &'t str, run_id: &str) -> Result<jiter::JsonValue<'t>> {
+pub(super) fn parse_line<'t>(line: &'t str, run_id: &str) -> Result<jiter::JsonValue<'t>> {
     crate::values::parse(line.as_bytes()).map_err(|source| ExportError::InvalidJson {
         what: format!("a history row of run {run_id}"),
         source,
@@ -142,7 +146,7 @@ pub async fn write_dataset(
     std::fs::create_dir_all(dir).map_err(|e| ExportError::io(dir, e))?;
     match format {
         Format::Jsonl => copy_jsonl(mirror, runs, stream, dir).await,
-        Format::Parquet => write_parquet(mirror, runs, stream, dir).await,
+        Format::Parquet => super::columnar::write_parquet(mirror, runs, stream, dir).await,
     }
 }
 
@@ -181,14 +185,36 @@ async fn copy_jsonl(
 }
 
 /// The key column of a stream (`_step` for history; system events are numbered).
-fn key_column(stream: Stream) -> &'static str {
+pub(super) fn key_column(stream: Stream) -> &'static str {
     match stream {
         Stream::History => "_step",
         Stream::System => "_seq",
     }
 }
 
-async fn write_parquet(
+/// The cells of one row for `width` columns: its leaves at their columns' positions (after
+/// `run_id` and the key column, which are left null), null elsewhere.
+pub(super) fn row_cells(
+    row: &jiter::JsonValue<'_>,
+    key: &str,
+    set: &ColumnSet,
+    width: usize,
+) -> Vec<Cell> {
+    let mut cells = vec![Cell::Null; width];
+    for_each_leaf("", row, &mut |name, v| {
+        if name != key
+            && let Some(i) = set.position(name)
+        {
+            cells[2 + i] = cell_of(v);
+        }
+    });
+    cells
+}
+
+/// `history/<run>.parquet` rendered from the mirrored text: the reference renderer the
+/// block-column renderer is tested and measured against (columns in first-appearance order of
+/// the text).
+pub(super) async fn write_parquet_from_text(
     mirror: &Mirror,
     runs: &[DatasetRun],
     stream: Stream,
@@ -223,24 +249,19 @@ async fn write_parquet(
         let mut seq = 0i64;
         for_each_line(mirror, run.run_pk, stream, |line| {
             let row = parse_line(line, &run.run_id)?;
-            let mut cells = vec![Cell::Null; width];
+            let mut cells = row_cells(&row, key, &set, width);
             cells[0] = Cell::Str(run.run_id.clone());
             cells[1] = Cell::Int(match stream {
                 Stream::History => step_of(&row).unwrap_or(seq),
                 Stream::System => seq,
             });
             seq += 1;
-            for_each_leaf("", &row, &mut |name, v| {
-                if name != key
-                    && let Some(i) = set.position(name)
-                {
-                    cells[2 + i] = cell_of(v);
-                }
-            });
             sink.push(cells)
         })
         .await?;
-        stats.rows += sink.finish()?;
+        let rows = sink.finish()?;
+        stats.rows += rows;
+        stats.rows_from_text += rows;
         stats.files += 1;
     }
     Ok(stats)

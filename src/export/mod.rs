@@ -20,6 +20,7 @@
 //! the project), so the directory reads as a single table. The output is assembled in a sibling
 //! directory and moved into place at the end: an interrupted export leaves no half-written `DIR`.
 
+mod columnar;
 mod error;
 mod flatten;
 pub(crate) mod history;
@@ -33,6 +34,24 @@ pub use history::{DatasetStats, file_stem};
 pub use table::{ENCODING_KEY, Format};
 
 use crate::mirror::{Mirror, Stream};
+
+/// The table of one run's stream (`dir/<run>.parquet`) rendered the way every table was before
+/// schema 5, by parsing each row's text: the reference `history.parquet` is tested and
+/// benchmarked against (`benches/mirror_history.rs`). Not part of the stable API.
+#[doc(hidden)]
+pub async fn run_table_from_text(
+    mirror: &Mirror,
+    run_pk: crate::mirror::RunPk,
+    run_id: &str,
+    stream: Stream,
+    dir: &Path,
+) -> Result<DatasetStats> {
+    let run = history::DatasetRun {
+        run_pk,
+        run_id: run_id.to_owned(),
+    };
+    history::write_parquet_from_text(mirror, std::slice::from_ref(&run), stream, dir).await
+}
 
 /// Name of the description file every export directory holds.
 pub const MANIFEST: &str = "export.json";

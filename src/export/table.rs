@@ -21,6 +21,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use super::error::{ExportError, Result};
 
@@ -313,10 +314,16 @@ impl ParquetSink {
             })
             .collect();
         let schema = Arc::new(Schema::new(fields));
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(65_536))
-            .build();
+            .set_max_row_group_row_count(Some(65_536));
+        for c in &columns {
+            if c.kind == ColKind::Float {
+                props =
+                    props.set_column_dictionary_enabled(ColumnPath::from(c.name.as_str()), false);
+            }
+        }
+        let props = props.build();
         let writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
         Ok(ParquetSink {
             writer,
@@ -361,6 +368,85 @@ impl RowSink for ParquetSink {
         file.sync_all()
             .map_err(|e| ExportError::io(&self.path, e))?;
         Ok(self.rows)
+    }
+}
+
+/// A parquet file filled a column at a time: for each group of rows, every column is given
+/// the group's cells in row order ([`ColumnSink::number`], [`ColumnSink::cell`], …), then
+/// [`ColumnSink::rows_done`] counts the group and writes a record batch when one is due. What
+/// typed tables rendered from the mirror's value arrays use, without a [`Cell`] per value.
+pub(crate) struct ColumnSink {
+    inner: ParquetSink,
+}
+
+impl ColumnSink {
+    /// A sink writing `columns` to `path`.
+    pub(crate) fn create(path: &Path, columns: Vec<Column>) -> Result<Self> {
+        let file = File::create(path).map_err(|e| ExportError::io(path, e))?;
+        Ok(ColumnSink {
+            inner: ParquetSink::new(file, path, columns)?,
+        })
+    }
+
+    /// The columns.
+    pub(crate) fn columns(&self) -> &[Column] {
+        &self.inner.columns
+    }
+
+    /// Appends a cell to column `i`, converted to its kind as [`RowSink::push`] does.
+    pub(crate) fn cell(&mut self, i: usize, cell: &Cell) {
+        let sink = &mut self.inner;
+        sink.builders[i].append(sink.columns[i].kind, cell, &mut sink.scratch);
+    }
+
+    /// Appends a number to column `i` (`int`: it was a JSON integer, so exactly `v as i64`).
+    pub(crate) fn number(&mut self, i: usize, v: f64, int: bool) {
+        match &mut self.inner.builders[i] {
+            Builder::Float(b) => b.append_value(v),
+            Builder::Int(b) if int => b.append_value(v as i64),
+            _ => {
+                let cell = if int {
+                    Cell::Int(v as i64)
+                } else {
+                    Cell::Float(v)
+                };
+                self.cell(i, &cell);
+            }
+        }
+    }
+
+    /// Appends numbers to column `i`, as [`ColumnSink::number`] does one.
+    pub(crate) fn numbers(&mut self, i: usize, vals: &[f64], int: bool) {
+        if let Builder::Float(b) = &mut self.inner.builders[i] {
+            b.append_slice(vals);
+            return;
+        }
+        for v in vals {
+            self.number(i, *v, int);
+        }
+    }
+
+    /// Appends `n` nulls to column `i`.
+    pub(crate) fn nulls(&mut self, i: usize, n: usize) {
+        for _ in 0..n {
+            self.cell(i, &Cell::Null);
+        }
+    }
+
+    /// Counts `n` rows every column has received; writes a record batch when enough are
+    /// pending.
+    pub(crate) fn rows_done(&mut self, n: usize) -> Result<()> {
+        self.inner.pending += n;
+        self.inner.rows += n as u64;
+        if self.inner.pending >= BATCH_ROWS {
+            self.inner.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and closes; returns the rows written.
+    pub(crate) fn finish(self) -> Result<u64> {
+        Box::new(self.inner).finish()
     }
 }
 

@@ -44,7 +44,7 @@ pub(crate) const BLOCKS_COPY: &str = "COPY wandb.stream_blocks (run_pk, stream, 
      FROM STDIN (FORMAT binary)";
 /// Columns of `COPY wandb.block_values`.
 pub(crate) const VALUES_COPY: &str = "COPY wandb.block_values (run_pk, stream, byte_start, \
-     key_id, vals) FROM STDIN (FORMAT binary)";
+     key_id, vals, kinds) FROM STDIN (FORMAT binary)";
 
 /// The binary COPY header: signature, flags, header-extension length.
 pub(crate) const COPY_HEADER: [u8; 19] = *b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -198,32 +198,35 @@ pub(crate) fn encode(
     })
 }
 
-/// One `block_values` COPY row per numeric leaf of the block's rows, in key-id order.
+/// One `block_values` COPY row per numeric leaf of the block's rows, in key-id order, with the
+/// kinds of JSON number its values came from (`rowcodec::KIND_*`, or-ed).
 fn encode_values(
     input: &BlockInput<'_>,
     rows: &[super::rowcodec::EncodedRow],
     byte_start: i64,
     out: &mut BytesMut,
 ) {
-    // Column of each key id: values and which rows have one.
+    // Column of each key id: values, which rows have one, the kinds seen.
     let mut index: HashMap<i32, usize> = HashMap::new();
-    let mut columns: Vec<(i32, Vec<f64>, Vec<bool>)> = Vec::new();
+    let mut columns: Vec<(i32, Vec<f64>, Vec<bool>, u8)> = Vec::new();
     let n = rows.len();
     for (j, row) in rows.iter().enumerate() {
         let ids = &input.key_ids[row.shape as usize];
         let vals = &input.batch.vals[row.vals.clone()];
-        for (id, v) in ids.iter().zip(vals) {
+        let kinds = &input.batch.kinds[row.vals.clone()];
+        for ((id, v), kind) in ids.iter().zip(vals).zip(kinds) {
             let c = *index.entry(*id).or_insert_with(|| {
-                columns.push((*id, vec![0.0; n], vec![false; n]));
+                columns.push((*id, vec![0.0; n], vec![false; n], 0));
                 columns.len() - 1
             });
             columns[c].1[j] = *v;
             columns[c].2[j] = true;
+            columns[c].3 |= kind;
         }
     }
     columns.sort_unstable_by_key(|c| c.0);
-    for (id, vals, present) in &columns {
-        out.put_i16(5);
+    for (id, vals, present, kinds) in &columns {
+        out.put_i16(6);
         put_i64(out, input.run_pk);
         out.put_i32(2);
         out.put_i16(input.stream);
@@ -241,6 +244,8 @@ fn encode_values(
                 }
             }
         });
+        out.put_i32(2);
+        out.put_i16(i16::from(*kinds));
     }
 }
 

@@ -178,6 +178,12 @@ impl Conn {
         self
     }
 
+    /// Closes the connection when it is dropped instead of returning it to the pool: for a
+    /// connection left in a state the next user must not inherit (an open transaction).
+    pub(crate) fn discard(&self) {
+        self.poisoned.store(true, Ordering::Relaxed);
+    }
+
     async fn timed<T>(
         &self,
         work: impl Future<Output = Result<T, tokio_postgres::Error>>,

@@ -13,6 +13,7 @@
 //! `docs/MIRROR.md` describes the schema, the value encoding and the block design.
 
 mod blocks;
+pub(crate) mod columns;
 mod conn;
 pub mod database_url;
 mod dictionary;

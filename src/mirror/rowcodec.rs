@@ -38,6 +38,15 @@ use crate::values::{self, InvalidJson};
 /// `extra`.
 pub(crate) const MAX_PATH_BYTES: usize = 1000;
 
+/// [`EncodedBatch::kinds`]: the value was a JSON integer.
+pub(crate) const KIND_INT: u8 = 1;
+/// [`EncodedBatch::kinds`]: the value was a JSON float (NaN and ±Infinity included).
+pub(crate) const KIND_FLOAT: u8 = 2;
+/// [`EncodedBatch::kinds`]: the row must be rendered from its text to be typed exactly — it has
+/// duplicate keys (one value kept here, all of them seen by a parser of the text) or a key
+/// holding U+0000 (spelled U+FFFD in the dictionary).
+pub(crate) const KIND_TEXT: u8 = 4;
+
 /// Largest integer magnitude `float8` holds exactly.
 const EXACT_INT: i64 = 1 << 53;
 
@@ -87,6 +96,8 @@ pub(crate) struct EncodedBatch {
     pub(crate) rows: Vec<EncodedRow>,
     /// All rows' values.
     pub(crate) vals: Vec<f64>,
+    /// What each of `vals` was ([`KIND_INT`] or [`KIND_FLOAT`], maybe with [`KIND_TEXT`]).
+    pub(crate) kinds: Vec<u8>,
     /// All rows' `extra` texts.
     pub(crate) extra: Vec<u8>,
     /// Rows that needed the full (tree) decomposition.
@@ -118,6 +129,7 @@ pub(crate) struct RowEncoder {
     last: LastRow,
     /// Scratch of the fast path: the row's values, which positions are filled, its `extra`.
     scratch: Vec<f64>,
+    scratch_kinds: Vec<u8>,
     filled: Vec<bool>,
     extra: Vec<u8>,
 }
@@ -158,6 +170,8 @@ impl RowEncoder {
         let width = self.batch.shapes[shape as usize].len();
         self.scratch.clear();
         self.scratch.resize(width, 0.0);
+        self.scratch_kinds.clear();
+        self.scratch_kinds.resize(width, 0);
         self.filled.clear();
         self.filled.resize(width, false);
         self.extra.clear();
@@ -189,10 +203,10 @@ impl RowEncoder {
                 if slot == EXTRA_SLOT {
                     return Err(Bail::Slow); // a new numeric key: a new shape
                 }
-                let value = match jiter.known_number(peek)? {
-                    NumberAny::Float(f) => f,
+                let (value, kind) = match jiter.known_number(peek)? {
+                    NumberAny::Float(f) => (f, KIND_FLOAT),
                     NumberAny::Int(NumberInt::Int(i)) if (-EXACT_INT..=EXACT_INT).contains(&i) => {
-                        i as f64
+                        (i as f64, KIND_INT)
                     }
                     NumberAny::Int(_) => return Err(Bail::Slow),
                 };
@@ -202,6 +216,7 @@ impl RowEncoder {
                 }
                 self.filled[p] = true;
                 self.scratch[p] = value;
+                self.scratch_kinds[p] = kind;
                 numeric += 1;
             } else {
                 // Objects may hold leaves or be media objects: those rows go the full path.
@@ -232,6 +247,7 @@ impl RowEncoder {
         // there is none.
         let start = self.batch.vals.len();
         self.batch.vals.extend_from_slice(&self.scratch);
+        self.batch.kinds.extend_from_slice(&self.scratch_kinds);
         let extra = (!self.extra.is_empty()).then(|| {
             self.extra.push(b'}');
             let start = self.batch.extra.len();
@@ -251,7 +267,7 @@ impl RowEncoder {
     fn slow(&mut self, key: i64, text: &[u8]) -> Result<(), InvalidJson> {
         self.batch.slow_rows += 1;
         let value = values::parse(text)?;
-        let mut leaves: Vec<(Path, f64)> = Vec::new();
+        let mut leaves: Vec<(Path, f64, u8)> = Vec::new();
         let mut extra: Vec<u8> = Vec::new();
         let mut flat_keys: Option<Vec<(String, bool)>> = None;
         match &value {
@@ -265,10 +281,14 @@ impl RowEncoder {
             other => values::write_sql_json(other, &mut extra),
         }
         leaves.sort_by(|a, b| a.0.cmp(&b.0));
-        let shape = Shape(leaves.iter().map(|(p, _)| p.clone()).collect());
+        let shape = Shape(leaves.iter().map(|(p, _, _)| p.clone()).collect());
         let shape_id = self.shape_id(shape);
         let start = self.batch.vals.len();
-        self.batch.vals.extend(leaves.iter().map(|(_, v)| *v));
+        self.batch.vals.extend(leaves.iter().map(|(_, v, _)| *v));
+        let text = if needs_text(&value) { KIND_TEXT } else { 0 };
+        self.batch
+            .kinds
+            .extend(leaves.iter().map(|(_, _, kind)| kind | text));
         let extra = (!extra.is_empty()).then(|| {
             let start = self.batch.extra.len();
             append_sql_text(&extra, &mut self.batch.extra);
@@ -379,6 +399,22 @@ fn duplicates(members: &[(Cow<'_, str>, JsonValue<'_>)]) -> Option<Vec<bool>> {
     )
 }
 
+/// Whether a row's numeric leaves can only be typed exactly from its text: an object on the way
+/// to a leaf has duplicate keys or a key holding U+0000 (see [`KIND_TEXT`]).
+fn needs_text(value: &JsonValue<'_>) -> bool {
+    match value {
+        JsonValue::Object(members)
+            if !members.is_empty() && !members.iter().any(|(k, _)| k == "_type") =>
+        {
+            duplicates(members).is_some()
+                || members
+                    .iter()
+                    .any(|(k, v)| k.contains('\0') || needs_text(v))
+        }
+        _ => false,
+    }
+}
+
 /// Appends `text` (SQL JSON written by [`values::write_sql_json`]) with `\u0000` escapes
 /// replaced by `\ufffd`: `jsonb` cannot hold U+0000.
 fn append_sql_text(text: &[u8], out: &mut Vec<u8>) {
@@ -413,7 +449,7 @@ fn sql_key(key: &str) -> String {
 fn residual_object(
     members: &[(Cow<'_, str>, JsonValue<'_>)],
     path: &mut Vec<String>,
-    leaves: &mut Vec<(Path, f64)>,
+    leaves: &mut Vec<(Path, f64, u8)>,
     out: &mut Vec<u8>,
 ) -> bool {
     let start = out.len();
@@ -426,10 +462,10 @@ fn residual_object(
         }
         let key = sql_key(key);
         let path_bytes: usize = path.iter().map(String::len).sum::<usize>() + key.len();
-        let leaf = |path: &Vec<String>, v: f64, leaves: &mut Vec<(Path, f64)>| {
+        let leaf = |path: &Vec<String>, v: f64, kind: u8, leaves: &mut Vec<(Path, f64, u8)>| {
             let mut p = path.clone();
             p.push(key.clone());
-            leaves.push((p.into_boxed_slice(), v));
+            leaves.push((p.into_boxed_slice(), v, kind));
         };
         let keep = |out: &mut Vec<u8>, written: &mut usize| {
             if *written > 0 {
@@ -442,17 +478,17 @@ fn residual_object(
         };
         let short = path_bytes <= MAX_PATH_BYTES;
         match value {
-            JsonValue::Float(f) if short => leaf(path, *f, leaves),
+            JsonValue::Float(f) if short => leaf(path, *f, KIND_FLOAT, leaves),
             JsonValue::Int(n) if short && (-EXACT_INT..=EXACT_INT).contains(n) => {
-                leaf(path, *n as f64, leaves)
+                leaf(path, *n as f64, KIND_INT, leaves)
             }
             JsonValue::Int(n) if short => {
-                leaf(path, *n as f64, leaves);
+                leaf(path, *n as f64, KIND_INT, leaves);
                 keep(out, &mut written);
             }
             JsonValue::BigInt(b) if short => {
                 let approx = b.to_string().parse::<f64>().unwrap_or(f64::NAN);
-                leaf(path, approx, leaves);
+                leaf(path, approx, KIND_INT, leaves);
                 keep(out, &mut written);
             }
             JsonValue::Object(inner)
@@ -509,6 +545,24 @@ mod tests {
             .clone()
             .map(|x| String::from_utf8(b.extra[x].to_vec()).unwrap());
         (keys, b.vals[r.vals.clone()].to_vec(), extra)
+    }
+
+    #[test]
+    fn kinds_tell_ints_from_floats_and_mark_rows_needing_text() {
+        let b = encode(&[
+            r#"{"a":1,"b":2.5}"#,
+            r#"{"a":2,"b":NaN}"#,
+            r#"{"a":{"x":3},"b":1e3}"#,
+            r#"{"a":1,"a":2.5}"#,
+            r#"{"k\u0000":1,"m":{"n":2,"n":3}}"#,
+        ]);
+        let kinds = |i: usize| b.kinds[b.rows[i].vals.clone()].to_vec();
+        assert_eq!(b.kinds.len(), b.vals.len());
+        assert_eq!(kinds(0), [KIND_INT, KIND_FLOAT]);
+        assert_eq!(kinds(1), [KIND_INT, KIND_FLOAT]); // the fast path
+        assert_eq!(kinds(2), [KIND_INT, KIND_FLOAT]); // a.x, b
+        assert_eq!(kinds(3), [KIND_FLOAT | KIND_TEXT]); // the last duplicate is kept
+        assert_eq!(kinds(4), [KIND_INT | KIND_TEXT, KIND_INT | KIND_TEXT]);
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "history_blocks",
         sql: include_str!("migrations/0004_history_blocks.sql"),
     },
+    Migration {
+        version: 5,
+        name: "block_value_kinds",
+        sql: include_str!("migrations/0005_block_value_kinds.sql"),
+    },
 ];
 
 /// The schema version this binary writes and reads.

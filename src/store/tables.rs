@@ -42,7 +42,7 @@ pub fn user_cache_dir() -> PathBuf {
 }
 
 /// Bumped when the rendering changes: files of older renderers are never served.
-const RENDERER: &str = "wandbfs-tables-1";
+const RENDERER: &str = "wandbfs-tables-2";
 
 /// A rendered table on disk.
 #[derive(Clone, Debug)]
