@@ -336,14 +336,7 @@ impl Mirror {
         )
         .await
         .db("resetting the sync state")?;
-        for table in ["wandb.stream_blocks", "wandb.block_values"] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE run_pk = $1 AND stream = $2"),
-                &[&run.0, &stream.code()],
-            )
-            .await
-            .db("deleting blocks")?;
-        }
+        delete_blocks(&tx, run, stream, 0, "deleting blocks").await?;
         tx.commit().await.db("committing a stream reset")?;
         Ok(())
     }
@@ -364,6 +357,28 @@ impl Mirror {
     }
 }
 
+/// Deletes the blocks of a stream starting at or after byte `from`, and their values, in one
+/// statement.
+pub(super) async fn delete_blocks(
+    tx: &tokio_postgres::Transaction<'_>,
+    run: RunPk,
+    stream: Stream,
+    from: i64,
+    context: &'static str,
+) -> Result<()> {
+    tx.execute(
+        "WITH blocks AS (
+             DELETE FROM wandb.stream_blocks
+             WHERE run_pk = $1 AND stream = $2 AND byte_start >= $3
+         )
+         DELETE FROM wandb.block_values WHERE run_pk = $1 AND stream = $2 AND byte_start >= $3",
+        &[&run.0, &stream.code(), &from],
+    )
+    .await
+    .db(context)?;
+    Ok(())
+}
+
 /// Takes the stream's last block out of `tx` if it can take more rows (deleting it and its
 /// values; the caller writes it again with the new rows). Blocks starting at or past the
 /// stored length (which a batch commits with its blocks, so only a hand-edited or restored
@@ -374,14 +389,14 @@ async fn take_tail(
     stream: Stream,
     length: i64,
 ) -> Result<Option<TailBlock>> {
-    for table in ["wandb.stream_blocks", "wandb.block_values"] {
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE run_pk = $1 AND stream = $2 AND byte_start >= $3"),
-            &[&run.0, &stream.code(), &length],
-        )
-        .await
-        .db("removing blocks past the stream's length")?;
-    }
+    delete_blocks(
+        tx,
+        run,
+        stream,
+        length,
+        "removing blocks past the stream's length",
+    )
+    .await?;
     let Some(row) = tx
         .query_opt(
             "SELECT byte_start, byte_len, first_key, n_rows, keys, codec, body
@@ -422,14 +437,8 @@ async fn take_tail(
     let text = String::from_utf8(text).map_err(|_| {
         MirrorError::Inconsistent(format!("run #{} {stream:?}: a block is not UTF-8", run.0))
     })?;
-    for table in ["wandb.stream_blocks", "wandb.block_values"] {
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE run_pk = $1 AND stream = $2 AND byte_start = $3"),
-            &[&run.0, &stream.code(), &byte_start],
-        )
-        .await
-        .db("replacing the last block")?;
-    }
+    // The last block: nothing starts after it any more.
+    delete_blocks(tx, run, stream, byte_start, "replacing the last block").await?;
     Ok(Some(TailBlock {
         byte_start,
         keys,

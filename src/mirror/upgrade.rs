@@ -162,14 +162,7 @@ async fn convert_stream(mirror: &Mirror, run: RunPk, stream: Stream) -> Result<(
     }
     // Earlier attempts of this very stream committed nothing (one transaction), but blocks of
     // the stream can only come from a sync that ran in between: start from a clean slate.
-    for table in ["wandb.stream_blocks", "wandb.block_values"] {
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE run_pk = $1 AND stream = $2"),
-            &[&run.0, &stream.code()],
-        )
-        .await
-        .db("clearing blocks before an upgrade")?;
-    }
+    super::ingest::delete_blocks(&tx, run, stream, 0, "clearing blocks before an upgrade").await?;
 
     let mut pending_text = String::new();
     let mut pending_lines = 0usize; // lines in `pending_text`

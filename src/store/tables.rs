@@ -8,9 +8,12 @@
 //! run's table is rendered again only after a sync changed its rows. Older versions are deleted
 //! when a new one is in place. Rendering happens once however many readers ask at once.
 //!
-//! Why on access rather than at sync time: a sync then costs what it cost before (no parquet
-//! writing per batch of a live run), and a table nobody reads costs nothing. The first access
-//! pays the rendering (measured in `docs/BENCHMARKS.md`).
+//! Why on access rather than at sync time: a sync then costs what it cost before, and a table
+//! nobody reads costs nothing. Parquet files cannot be appended to, so keeping a live run's
+//! table current would rewrite all of it per batch (O(run) per append); for finished runs it
+//! would add the rendering — 1.7 s per 1M rows of 23 keys from the block columns, about a
+//! quarter of the sync of those rows (`cargo bench --bench mirror_history`, `docs/MIRROR.md`) —
+//! to every sync, read or not. The first access pays it instead.
 //!
 //! Versions: a run's table follows its mirrored stream (`storage id`, byte length, last step);
 //! the runs table follows the project's runs (their number and latest sync and update times).
