@@ -4,8 +4,8 @@
 //! refused until it has.
 
 use tokio_postgres::NoTls;
-use wandbfs::mirror::schema::MIGRATIONS;
 use wandbfs::mirror::testing::empty_database;
+use wandbfs::mirror::testing::v1::{self, V1Stream};
 use wandbfs::mirror::{ConnectOptions, Mirror, MirrorError, RunPk, SchemaPolicy, Stream};
 
 /// A history row; `odd` rows carry a string and a nested leaf as v1 stored them.
@@ -30,149 +30,10 @@ fn system_row(seq: i64) -> String {
     )
 }
 
-/// A stream as v1 held it: the JSON Lines text and its keys.
-struct V1Stream {
-    keys: Vec<i64>,
-    text: Vec<u8>,
-}
-
-fn v1_stream(keys: Vec<i64>, render: fn(i64) -> String) -> V1Stream {
-    let mut text = Vec::new();
-    for k in &keys {
-        text.extend_from_slice(render(*k).as_bytes());
-        text.push(b'\n');
-    }
-    V1Stream { keys, text }
-}
-
 async fn raw(config: &tokio_postgres::Config) -> tokio_postgres::Client {
     let (client, connection) = config.connect(NoTls).await.expect("connect");
     tokio::spawn(connection);
     client
-}
-
-/// Creates the v1 schema (migrations 1–3, as a v1 binary applied them) in an empty database.
-async fn v1_schema(client: &mut tokio_postgres::Client) {
-    let tx = client.transaction().await.unwrap();
-    tx.batch_execute(
-        "CREATE SCHEMA wandb;
-         CREATE TABLE wandb.schema_version (
-             version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now());",
-    )
-    .await
-    .unwrap();
-    for m in MIGRATIONS.iter().filter(|m| m.version <= 3) {
-        tx.batch_execute(m.sql).await.unwrap();
-        tx.execute(
-            "INSERT INTO wandb.schema_version (version, name, checksum) VALUES ($1, $2, $3)",
-            &[&m.version, &m.name, &m.checksum()],
-        )
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
-}
-
-/// Writes a run with its streams the way v1 stored them: row tuples (only their keys matter to
-/// the upgrade), chunks of `chunk` bytes of whole lines, and the sync state. `orphan` bytes
-/// past the length in the last chunk are what a v1 crash between its two commits left.
-async fn v1_run(
-    client: &tokio_postgres::Client,
-    run_id: &str,
-    history: &V1Stream,
-    system: &V1Stream,
-    chunk: usize,
-) -> i64 {
-    let run_pk: i64 = client
-        .query_one(
-            "INSERT INTO wandb.runs (project_pk, run_id, state)
-             SELECT project_pk, $1, 'finished' FROM wandb.projects RETURNING run_pk",
-            &[&run_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    for (code, stream, table, key_column) in [
-        (1i16, history, "wandb.history", "step"),
-        (2i16, system, "wandb.system_events", "seq"),
-    ] {
-        for k in &stream.keys {
-            client
-                .execute(
-                    &format!(
-                        "INSERT INTO {table} (run_pk, {key_column}, key_set_id, vals)
-                         VALUES ($1, $2, 0, '{{}}')"
-                    ),
-                    &[&run_pk, k],
-                )
-                .await
-                .unwrap();
-        }
-        let mut start = 0usize;
-        let mut line_start = 0usize;
-        let mut first = 0usize;
-        let mut pieces: Vec<(usize, usize, usize, usize)> = Vec::new(); // start, end, first, n
-        let mut n = 0usize;
-        for (i, b) in stream.text.iter().enumerate() {
-            if *b == b'\n' {
-                n += 1;
-                line_start = i + 1;
-                if line_start - start >= chunk {
-                    pieces.push((start, line_start, first, n));
-                    first += n;
-                    start = line_start;
-                    n = 0;
-                }
-            }
-        }
-        if start < line_start {
-            pieces.push((start, line_start, first, n));
-        }
-        let last = pieces.len().saturating_sub(1);
-        for (i, (s, e, f, n)) in pieces.iter().enumerate() {
-            let mut body = stream.text[*s..*e].to_vec();
-            if i == last {
-                body.extend_from_slice(b"{\"orphan\":1}\n");
-            }
-            client
-                .execute(
-                    "INSERT INTO wandb.stream_chunks
-                         (run_pk, stream, byte_start, byte_len, first_key, last_key, n_rows, body)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    &[
-                        &run_pk,
-                        &code,
-                        &(*s as i64),
-                        &(body.len() as i32),
-                        &stream.keys[*f],
-                        &stream.keys[f + n - 1],
-                        &(*n as i32),
-                        &body,
-                    ],
-                )
-                .await
-                .unwrap();
-        }
-    }
-    client
-        .execute(
-            "INSERT INTO wandb.run_sync_state (run_pk, history_last_step, history_rows,
-                 history_bytes, system_last_seq, system_rows, system_bytes)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &run_pk,
-                &history.keys.last().copied(),
-                &(history.keys.len() as i64),
-                &(history.text.len() as i64),
-                &system.keys.last().copied(),
-                &(system.keys.len() as i64),
-                &(system.text.len() as i64),
-            ],
-        )
-        .await
-        .unwrap();
-    run_pk
 }
 
 async fn full_read(mirror: &Mirror, run: i64, stream: Stream) -> Vec<u8> {
@@ -194,14 +55,7 @@ struct Fixture {
 async fn v1_mirror() -> Fixture {
     let config = empty_database().await.unwrap();
     let mut client = raw(&config).await;
-    v1_schema(&mut client).await;
-    client
-        .batch_execute(
-            "INSERT INTO wandb.entities (entity) VALUES ('ent');
-             INSERT INTO wandb.projects (entity, name) VALUES ('ent', 'proj');",
-        )
-        .await
-        .unwrap();
+    v1::create_schema(&mut client).await.unwrap();
     let specs: Vec<(&str, Vec<i64>, Vec<i64>)> = vec![
         (
             "long",
@@ -213,9 +67,11 @@ async fn v1_mirror() -> Fixture {
     ];
     let mut runs = Vec::new();
     for (id, h, s) in specs {
-        let history = v1_stream(h, history_row);
-        let system = v1_stream(s, system_row);
-        let pk = v1_run(&client, id, &history, &system, 16 * 1024).await;
+        let history = V1Stream::new(h, history_row);
+        let system = V1Stream::new(s, system_row);
+        let pk = v1::write_run(&client, id, &history, &system, 16 * 1024)
+            .await
+            .unwrap();
         runs.push((pk, history, system));
     }
     Fixture { config, runs }

@@ -22,6 +22,8 @@ use super::embedded::TempCluster;
 use super::error::{DbContext, MirrorError, Result};
 use super::{ConnectOptions, Mirror, schema};
 
+pub mod v1;
+
 const TEMPLATE: &str = "wandbfs_template";
 
 /// A fresh database in the shared test cluster.
@@ -137,6 +139,16 @@ pub async fn empty_database() -> Result<tokio_postgres::Config> {
         .await
         .db("creating an empty test database")?;
     Ok(cluster.cluster().connection_config(&name))
+}
+
+/// A plain client of the database `config` names (e.g. an [`empty_database`]).
+pub async fn raw_client(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .db("connecting to a test database")?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 async fn create_template(cluster: &TempCluster) -> Result<()> {

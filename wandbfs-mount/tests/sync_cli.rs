@@ -4,6 +4,8 @@
 //!   sync (while rows keep arriving on live runs and a finished run is edited), resumed each
 //!   time; the final mirror equals the emulator's ground truth exactly — every row of every
 //!   run, no duplicates, run fields equal.
+//! - **Upgrade**: a v1 mirror being upgraded by `wandbfs` is killed with SIGKILL dozens of times
+//!   mid-upgrade; the restarts finish it with every stream's bytes, rows and keys intact.
 //! - **Faults**: under a 429/5xx/reset storm with one poisoned run, the sync completes every
 //!   other run, exits with status 2, and both summaries (JSON and text) name the poisoned run.
 
@@ -18,7 +20,11 @@ use wandb_emulator::{
     Emulator, EmulatorConfig, FaultScope, FaultSettings, RateLimitFault, RequestFault, RunKey,
     SeedSpec,
 };
-use wandbfs::mirror::testing::{TestDatabase, fresh_database, shared_cluster};
+use wandbfs::mirror::testing::v1::{self, V1Stream};
+use wandbfs::mirror::testing::{
+    TestDatabase, empty_database, fresh_database, raw_client, shared_cluster,
+};
+use wandbfs::mirror::{ConnectOptions, Mirror, RunPk, Stream};
 
 const WANDBFS: &str = env!("CARGO_BIN_EXE_wandbfs");
 
@@ -30,10 +36,15 @@ fn sync_command(
     home: &std::path::Path,
     args: &[&str],
 ) -> Command {
+    sync_command_on(emu, &db.name, home, args)
+}
+
+/// [`sync_command`] writing into the database `name` of the shared test cluster.
+fn sync_command_on(emu: &Emulator, name: &str, home: &std::path::Path, args: &[&str]) -> Command {
     let url = shared_cluster()
         .expect("cluster")
         .cluster()
-        .connection_string(&db.name);
+        .connection_string(name);
     let mut cmd = Command::new(WANDBFS);
     cmd.arg("sync")
         .args(args)
@@ -406,4 +417,138 @@ async fn a_server_on_this_machine_is_not_paced_unless_asked() {
         "{}",
         text(&out)
     );
+}
+
+/// Runs of `ent/proj` with at least one stream converted to blocks (0 before migration 4).
+async fn converted_runs(sql: &tokio_postgres::Client) -> i64 {
+    let blocks: bool = sql
+        .query_one("SELECT to_regclass('wandb.stream_blocks') IS NOT NULL", &[])
+        .await
+        .expect("probe")
+        .get(0);
+    if !blocks {
+        return 0;
+    }
+    sql.query_one(
+        "SELECT count(DISTINCT run_pk) FROM wandb.stream_blocks",
+        &[],
+    )
+    .await
+    .expect("progress")
+    .get(0)
+}
+
+/// Whether the upgrade has finished: the schema is current and the v1 tables are gone.
+async fn upgraded(sql: &tokio_postgres::Client) -> bool {
+    sql.query_one(
+        "SELECT to_regclass('wandb.stream_blocks') IS NOT NULL
+            AND to_regclass('wandb.stream_chunks_v1') IS NULL",
+        &[],
+    )
+    .await
+    .expect("probe")
+    .get(0)
+}
+
+/// A v1 mirror (a tuple per step, text in chunks) is upgraded by the first `wandbfs` that opens
+/// it for writing; that process is killed with SIGKILL again and again in the middle of the
+/// upgrade, each time once it has converted one to three more runs. Every restart resumes where
+/// the last committed run left off, and at the end every stream has its exact bytes, rows and
+/// keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_v1_upgrade_then_rerun_loses_nothing() {
+    let emu = Emulator::start_with(EmulatorConfig::default()).expect("emulator");
+    let config = empty_database().await.expect("an empty database");
+    let name = config.get_dbname().expect("a database name").to_string();
+    let mut sql = raw_client(&config).await.expect("connect");
+    v1::create_schema(&mut sql).await.expect("v1 schema");
+    const RUNS: usize = 60;
+    let mut runs = Vec::new();
+    for r in 0..RUNS {
+        let history = V1Stream::new((0..2_000).filter(|s| s % 31 != 7).collect(), |s| {
+            format!(
+                r#"{{"_step":{s},"loss":{},"run":{r},"ü":{{"x":NaN}}}}"#,
+                1.0 / (s + 1) as f64
+            )
+        });
+        let system = V1Stream::new((0..100).collect(), |i| {
+            format!(
+                r#"{{"_timestamp":{}.25,"cpu":{}}}"#,
+                1_700_000_000 + i,
+                i % 9
+            )
+        });
+        let pk = v1::write_run(&sql, &format!("run{r:03}"), &history, &system, 64 * 1024)
+            .await
+            .expect("a v1 run");
+        runs.push((pk, history, system));
+    }
+
+    let home = tempfile::tempdir().expect("home");
+    let mut rng = rand::rng();
+    let (mut kills, mut attempts, mut last) = (0usize, 0usize, 0i64);
+    let mut progress = Vec::new();
+    while !upgraded(&sql).await {
+        attempts += 1;
+        // Each kill comes after at least one more converted run: RUNS kills at most, then the
+        // attempt that finishes.
+        assert!(
+            attempts <= RUNS + 10,
+            "the upgrade stopped making progress: {progress:?}"
+        );
+        // Any command that opens the mirror for writing upgrades it first; the sync itself
+        // (of a project the emulator does not have) is beside the point.
+        let mut child = sync_command_on(&emu, &name, home.path(), &["ent/proj", "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("wandbfs starts");
+        let target = last + rng.random_range(1..=3);
+        while child.try_wait().expect("poll").is_none() && converted_runs(&sql).await < target {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if child.try_wait().expect("poll").is_none() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+            kills += 1;
+            last = converted_runs(&sql).await;
+            progress.push(last);
+        }
+    }
+    eprintln!("{kills} kills in {attempts} attempts; runs converted at each kill: {progress:?}");
+    let mid_upgrade = progress
+        .iter()
+        .filter(|&&n| n > 0 && n < RUNS as i64)
+        .count();
+    assert!(mid_upgrade >= 5, "{progress:?}");
+
+    let mirror = Mirror::connect_config(config.clone(), &ConnectOptions::default())
+        .await
+        .expect("the upgraded mirror opens");
+    for (pk, history, system) in &runs {
+        for (stream, v1) in [(Stream::History, history), (Stream::System, system)] {
+            let run = RunPk(*pk);
+            let len = mirror.stream_len(run, stream).await.expect("length");
+            assert_eq!(len, v1.text.len() as u64, "run #{pk} {stream:?}");
+            let bytes = mirror
+                .read_stream(run, stream, 0, len as usize + 100)
+                .await
+                .expect("read");
+            assert!(bytes == v1.text, "run #{pk} {stream:?}: bytes differ");
+        }
+        let steps: Vec<i64> = sql
+            .query(
+                "SELECT step FROM wandb.history WHERE run_pk = $1 ORDER BY step",
+                &[pk],
+            )
+            .await
+            .expect("steps")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(steps, history.keys, "run #{pk}");
+        let state = mirror.run_sync_state(RunPk(*pk)).await.expect("state");
+        assert_eq!(state.history_rows, history.keys.len() as u64);
+        assert_eq!(state.system_rows, system.keys.len() as u64);
+    }
 }
