@@ -382,8 +382,10 @@ fn main() -> anyhow::Result<()> {
     bench.unmount(&mnt, pid);
     let (mnt, pid) = bench.mount(&work.path().join("a"), &["--metadata-ttl", "600"])?;
     let many = mnt.join("alice/many");
+    // Run directories only: the project's tables (`runs.parquet`, `runs.jsonl`) are files.
     let mut files: Vec<PathBuf> = std::fs::read_dir(&many)?
         .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path().join("history.jsonl"))
         .collect();
     files.truncate(2_000);
@@ -459,7 +461,10 @@ fn main() -> anyhow::Result<()> {
             .map(|f| time(|| std::fs::metadata(f)).0)
             .collect()
     };
-    let mut quiet = stat_all(&fresh(2_000..4_000));
+    // The runs after the first fifth have not been seen by the daemon: two fifths are stat-ed
+    // quietly, the rest while DuckDB reads (2,000..4,000 and 4,000..10,000 at full size).
+    let n = names.len();
+    let mut quiet = stat_all(&fresh(n / 5..2 * n / 5));
     let glob = mnt.join("alice/tables/*/history.parquet");
     let mut duck = Command::new(python())
         .args([
@@ -471,7 +476,7 @@ fn main() -> anyhow::Result<()> {
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()?;
-    let busy_paths = fresh(4_000..10_000);
+    let busy_paths = fresh(2 * n / 5..n);
     let mut busy = Vec::new();
     for path in &busy_paths {
         if duck.try_wait()?.is_some() {
@@ -483,6 +488,13 @@ fn main() -> anyhow::Result<()> {
     let duck_text = String::from_utf8_lossy(&duck_out.stdout).into_owned();
     quiet.sort();
     busy.sort();
+    anyhow::ensure!(
+        !quiet.is_empty() && !busy.is_empty(),
+        "5b: no `stat` measured ({} quiet, {} during DuckDB's read): WANDBFS_BENCH_RUNS is too \
+         small for DuckDB's read to outlast the first stats",
+        quiet.len(),
+        busy.len()
+    );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     line(
         &format!(
