@@ -284,10 +284,11 @@ impl RunBlocks {
             .map(|(i, from, to)| scans[i % scans.len()].values(from, to))
             .buffered(scans.len() * 2);
         for window in &windows {
-            let Some(values) = fetches.next().await else {
-                break;
-            };
-            let values = values?;
+            // One fetch per window, in window order.
+            let values = fetches.next().await.ok_or_else(|| ExportError::Io {
+                path: format!("mirrored stream of run {}", run.run_id).into(),
+                source: std::io::Error::other("a window of value arrays was never fetched"),
+            })??;
             let scan = scans[0];
             let mut at = 0;
             for block in window.iter() {

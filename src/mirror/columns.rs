@@ -22,12 +22,9 @@ use super::conn::Conn;
 use super::error::{DbContext, MirrorError, Result};
 use super::{Mirror, RunPk, Stream};
 
-/// A value array that holds a JSON integer (`rowcodec::KIND_INT`).
-pub(crate) const KIND_INT: u8 = super::rowcodec::KIND_INT;
-/// A value array that holds a JSON float (`rowcodec::KIND_FLOAT`).
-pub(crate) const KIND_FLOAT: u8 = super::rowcodec::KIND_FLOAT;
-/// A block some row of which must be rendered from its text (`rowcodec::KIND_TEXT`).
-pub(crate) const KIND_TEXT: u8 = super::rowcodec::KIND_TEXT;
+/// The kinds of a value array (`block_values.kinds`): a JSON integer, a JSON float, a row to
+/// render from text.
+pub(crate) use super::rowcodec::{KIND_FLOAT, KIND_INT, KIND_TEXT};
 
 /// One block, without its text and values.
 #[derive(Clone, Debug)]
